@@ -1,0 +1,81 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"net/http"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/tlog-dev/tlog/pkg/checkpoint"
+	"github.com/tlog-dev/tlog/pkg/receipt"
+	"github.com/tlog-dev/tlog/pkg/tile"
+	"github.com/tlog-dev/tlog/pkg/tree"
+	"github.com/tlog-dev/tlog/server/sequencer"
+	"github.com/tlog-dev/tlog/storage"
+)
+
+// errorCodes is the one table from domain errors to status codes. The first
+// match wins, so more specific errors come first.
+var errorCodes = []struct {
+	err  error
+	code codes.Code
+	http int
+}{
+	{context.Canceled, codes.Canceled, 499},
+	{context.DeadlineExceeded, codes.DeadlineExceeded, http.StatusGatewayTimeout},
+	{storage.ErrLogNotFound, codes.NotFound, http.StatusNotFound},
+	{storage.ErrNotFound, codes.NotFound, http.StatusNotFound},
+	{storage.ErrLogExists, codes.AlreadyExists, http.StatusConflict},
+	{ErrInvalidArgument, codes.InvalidArgument, http.StatusBadRequest},
+	{sequencer.ErrNoEntries, codes.InvalidArgument, http.StatusBadRequest},
+	{sequencer.ErrEmptyEntry, codes.InvalidArgument, http.StatusBadRequest},
+	{sequencer.ErrEntryTooLarge, codes.InvalidArgument, http.StatusRequestEntityTooLarge},
+	{checkpoint.ErrMalformed, codes.InvalidArgument, http.StatusBadRequest},
+	{checkpoint.ErrSignature, codes.InvalidArgument, http.StatusBadRequest},
+	{checkpoint.ErrOrigin, codes.InvalidArgument, http.StatusBadRequest},
+	{receipt.ErrMalformed, codes.InvalidArgument, http.StatusBadRequest},
+	{tile.ErrInvalidPath, codes.InvalidArgument, http.StatusBadRequest},
+	{ErrOutOfRange, codes.OutOfRange, http.StatusBadRequest},
+	{tree.ErrIndexOutOfRange, codes.OutOfRange, http.StatusBadRequest},
+	{tree.ErrSizeOutOfRange, codes.InvalidArgument, http.StatusBadRequest},
+	{sequencer.ErrPushback, codes.ResourceExhausted, http.StatusServiceUnavailable},
+	{ErrLogStopped, codes.FailedPrecondition, http.StatusInternalServerError},
+	{sequencer.ErrClosed, codes.Unavailable, http.StatusServiceUnavailable},
+	{sequencer.ErrUnavailable, codes.Unavailable, http.StatusServiceUnavailable},
+	{storage.ErrSchemaTooNew, codes.FailedPrecondition, http.StatusInternalServerError},
+	{storage.ErrConflict, codes.Aborted, http.StatusConflict},
+	{storage.ErrInvalid, codes.Internal, http.StatusInternalServerError},
+	{tree.ErrMissingTile, codes.Internal, http.StatusInternalServerError},
+}
+
+// Status maps an error to its gRPC code and HTTP status. Errors that are
+// none of the domain errors are storage or network failures: Unavailable.
+func Status(err error) (codes.Code, int) {
+	if err == nil {
+		return codes.OK, http.StatusOK
+	}
+	if s, ok := status.FromError(err); ok {
+		return s.Code(), http.StatusInternalServerError
+	}
+	for _, e := range errorCodes {
+		if errors.Is(err, e.err) {
+			return e.code, e.http
+		}
+	}
+	return codes.Unavailable, http.StatusServiceUnavailable
+}
+
+// GRPCError turns a domain error into a gRPC status error with the same
+// message.
+func GRPCError(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	code, _ := Status(err)
+	return status.Error(code, err.Error())
+}

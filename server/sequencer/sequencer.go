@@ -1,0 +1,599 @@
+// Package sequencer turns appended entries into a growing, signed log.
+//
+// A Sequencer pools entries from concurrent callers for at most MaxBatchAge
+// or MaxBatchSize entries, then integrates the pool as one batch: it
+// de-duplicates, assigns indices, extends the tree's right edge, checks the
+// new tree is consistent with the last signed checkpoint, signs a new
+// checkpoint and stores everything in ONE storage transaction that
+// compare-and-swaps the tree head. Callers are answered only after that
+// transaction commits, each with its index, leaf hash and the signed
+// checkpoint that contains it. While one batch commits the next one fills.
+//
+// Errors come in two kinds. A batch error (storage unavailable, say) fails
+// the callers of that batch with an error wrapping ErrUnavailable; the
+// sequencer then re-reads the tree head from storage before the next batch,
+// so a batch that failed but was in fact persisted is never signed over. A
+// fatal error (storage disagrees with what the log signed, or another writer
+// moved the tree head) stops the sequencer: Run returns it and every caller
+// gets it, because continuing could fork the log.
+package sequencer
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/transparency-dev/merkle/proof"
+	"github.com/transparency-dev/merkle/rfc6962"
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/tlog-dev/tlog/pkg/checkpoint"
+	"github.com/tlog-dev/tlog/pkg/tile"
+	"github.com/tlog-dev/tlog/pkg/tree"
+	"github.com/tlog-dev/tlog/storage"
+)
+
+// Domain errors of Add. The server maps them to status codes.
+var (
+	// ErrEmptyEntry: an entry with no data.
+	ErrEmptyEntry = errors.New("entry is empty")
+	// ErrEntryTooLarge: an entry over tile.MaxEntrySize bytes.
+	ErrEntryTooLarge = fmt.Errorf("entry is larger than %d bytes", tile.MaxEntrySize)
+	// ErrNoEntries: a request without entries.
+	ErrNoEntries = errors.New("no entries to append")
+	// ErrPushback: the pool is full; retry later.
+	ErrPushback = errors.New("sequencer is busy: too many entries waiting, retry later")
+	// ErrClosed: the sequencer is shutting down or has stopped.
+	ErrClosed = errors.New("sequencer is not running")
+	// ErrUnavailable: the batch could not be committed (it may or may not
+	// have been; a retry is safe thanks to de-duplication).
+	ErrUnavailable = errors.New("batch not committed")
+	// ErrFatal: the sequencer stopped to avoid forking the log.
+	ErrFatal = errors.New("sequencer stopped")
+)
+
+// Config configures a Sequencer. Zero values take the documented defaults.
+type Config struct {
+	// Store holds the log. Required.
+	Store storage.Store
+	// Log is the name of the log to sequence. Required; it must exist.
+	Log string
+	// Signer signs checkpoints; its name is the log's origin. Required.
+	Signer note.Signer
+	// Verifier verifies the log's own checkpoints at start-up. Required.
+	Verifier note.Verifier
+	// MaxBatchSize is the most entries integrated in one batch (default
+	// 4096). A single request larger than that is integrated alone.
+	MaxBatchSize int
+	// MaxBatchAge is the longest an entry waits in the pool before its batch
+	// is integrated (default 50ms).
+	MaxBatchAge time.Duration
+	// MaxPending is the most entries waiting in the pool or in the batch
+	// being committed; Add beyond that fails with ErrPushback (default
+	// 16 * MaxBatchSize).
+	MaxPending int
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+	// Logger receives the sequencer's logs (default slog.Default()).
+	Logger *slog.Logger
+}
+
+// Entry is an entry to append.
+type Entry struct {
+	// Data is the entry, 1..tile.MaxEntrySize bytes.
+	Data []byte
+	// IdempotencyKey, if not empty, identifies the entry for
+	// de-duplication instead of its leaf hash.
+	IdempotencyKey string
+}
+
+// Result says where an appended entry is.
+type Result struct {
+	// Index is the entry's position in the log.
+	Index uint64
+	// LeafHash is the RFC 6962 leaf hash of the entry at Index.
+	LeafHash tree.Hash
+	// Duplicate is true if the entry's identity was already in the log (or
+	// earlier in the same batch); Index is then the original's.
+	Duplicate bool
+	// Checkpoint is the signed checkpoint that contains Index.
+	Checkpoint storage.Checkpoint
+}
+
+// Identity returns the de-duplication identity of an entry: the hash of its
+// idempotency key if it has one, else its leaf hash.
+func Identity(leafHash tree.Hash, idempotencyKey string) tree.Hash {
+	if idempotencyKey == "" {
+		return leafHash
+	}
+	h := sha256.New()
+	h.Write([]byte("tlog idempotency key\x00"))
+	h.Write([]byte(idempotencyKey))
+	var id tree.Hash
+	h.Sum(id[:0])
+	return id
+}
+
+type item struct {
+	data     []byte
+	leaf     tree.Hash
+	identity tree.Hash
+}
+
+type request struct {
+	items   []item
+	results []Result
+	err     error
+	arrived time.Time
+	done    chan struct{}
+}
+
+// Sequencer sequences one log. Create it with New, run it with Run.
+type Sequencer struct {
+	cfg    Config
+	log    *slog.Logger
+	origin string
+
+	mu      sync.Mutex
+	pool    []*request
+	pooled  int   // entries in pool
+	pending int   // entries in pool plus in the committing batch
+	closed  bool  // Add refuses new entries
+	stopped error // fatal error, once Run has stopped for good
+	wake    chan struct{}
+
+	// Owned by the Run goroutine.
+	edge   *tree.Edge
+	head   storage.Checkpoint
+	resync bool
+
+	latest latestCheckpoint
+}
+
+// New loads the log's state from storage and checks it: the latest
+// checkpoint must verify with cfg.Verifier, and the tree stored in the tiles
+// must have exactly that checkpoint's root. It fails (wrapping ErrFatal) if
+// storage disagrees with what the log signed.
+func New(ctx context.Context, cfg Config) (*Sequencer, error) {
+	if cfg.Store == nil || cfg.Log == "" || cfg.Signer == nil || cfg.Verifier == nil {
+		return nil, errors.New("sequencer: Store, Log, Signer and Verifier are required")
+	}
+	if cfg.Signer.Name() != cfg.Verifier.Name() || cfg.Signer.KeyHash() != cfg.Verifier.KeyHash() {
+		return nil, errors.New("sequencer: signer and verifier are not the same key")
+	}
+	if cfg.MaxBatchSize <= 0 {
+		cfg.MaxBatchSize = 4096
+	}
+	if cfg.MaxBatchAge <= 0 {
+		cfg.MaxBatchAge = 50 * time.Millisecond
+	}
+	if cfg.MaxPending <= 0 {
+		cfg.MaxPending = 16 * cfg.MaxBatchSize
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	s := &Sequencer{
+		cfg:    cfg,
+		log:    cfg.Logger.With("log", cfg.Log),
+		origin: cfg.Signer.Name(),
+		wake:   make(chan struct{}, 1),
+	}
+	if err := s.load(ctx); err != nil {
+		return nil, err
+	}
+	s.log.Info("sequencer loaded", "size", s.edge.Size(), "root", fmt.Sprintf("%x", s.edge.Root()))
+	return s, nil
+}
+
+// load reads the latest checkpoint and the right edge of the tree from
+// storage and checks that they agree.
+func (s *Sequencer) load(ctx context.Context) error {
+	cp, err := s.cfg.Store.LatestCheckpoint(ctx, s.cfg.Log)
+	if err != nil {
+		return fmt.Errorf("sequencer: reading latest checkpoint: %w", err)
+	}
+	c, _, err := checkpoint.Open(cp.Note, s.cfg.Verifier)
+	if err != nil {
+		return fmt.Errorf("%w: latest stored checkpoint does not verify with the log's key: %w", ErrFatal, err)
+	}
+	if c.Size != cp.Size || c.Hash != cp.Root {
+		return fmt.Errorf("%w: stored tree head %d/%x differs from its signed checkpoint %d/%x", ErrFatal, cp.Size, cp.Root, c.Size, c.Hash)
+	}
+	edge, err := tree.LoadEdge(s.tileReader(ctx, nil), c.Size)
+	if err != nil {
+		if errors.Is(err, storage.ErrNotFound) || errors.Is(err, tree.ErrMissingTile) {
+			return fmt.Errorf("%w: stored tiles cannot rebuild the tree at the signed size %d: %w", ErrFatal, c.Size, err)
+		}
+		return fmt.Errorf("sequencer: loading the tree edge: %w", err)
+	}
+	if edge.Root() != c.Hash {
+		return fmt.Errorf("%w: stored tiles give root %x at size %d, but the log signed %x", ErrFatal, edge.Root(), c.Size, c.Hash)
+	}
+	if s.edge != nil && s.edge.Size() != edge.Size() {
+		// A resync after a failed commit: the stored head may only have
+		// moved forward, consistently with what this sequencer signed.
+		if s.edge.Size() > edge.Size() {
+			return fmt.Errorf("%w: stored tree head went back from %d to %d", ErrFatal, s.edge.Size(), edge.Size())
+		}
+		if err := s.checkConsistency(ctx, edge, nil); err != nil {
+			return err
+		}
+	}
+	s.edge, s.head = edge, cp
+	s.latest.set(cp)
+	return nil
+}
+
+// tileReader reads tiles from overlay first (tiles of a batch not yet
+// stored), then from storage.
+func (s *Sequencer) tileReader(ctx context.Context, overlay []tree.TileData) tree.TileReader {
+	return tree.TileReaderFunc(func(ts []tile.Tile) ([][]byte, error) {
+		out := make([][]byte, len(ts))
+		var missing []tile.Tile
+		var at []int
+		for i, t := range ts {
+			for _, o := range overlay {
+				if o.Level == t.Level && o.Index == t.Index && o.Width >= t.Width {
+					out[i] = o.Hashes
+				}
+			}
+			if out[i] == nil {
+				missing = append(missing, t)
+				at = append(at, i)
+			}
+		}
+		if len(missing) > 0 {
+			data, err := s.cfg.Store.ReadTiles(ctx, s.cfg.Log, missing)
+			if err != nil {
+				return nil, err
+			}
+			for j, i := range at {
+				out[i] = data[j]
+			}
+		}
+		return out, nil
+	})
+}
+
+// Latest returns the newest checkpoint this sequencer has committed (or
+// loaded at start).
+func (s *Sequencer) Latest() storage.Checkpoint { return s.latest.get() }
+
+// Add appends entries and waits until they are committed. Results are in
+// the order of entries. If ctx ends first, Add returns ctx's error; the
+// entries may still be committed later.
+func (s *Sequencer) Add(ctx context.Context, entries []Entry) ([]Result, error) {
+	if len(entries) == 0 {
+		return nil, ErrNoEntries
+	}
+	r := &request{items: make([]item, len(entries)), done: make(chan struct{})}
+	for i, e := range entries {
+		switch {
+		case len(e.Data) == 0:
+			return nil, fmt.Errorf("entry %d: %w", i, ErrEmptyEntry)
+		case len(e.Data) > tile.MaxEntrySize:
+			return nil, fmt.Errorf("entry %d has %d bytes: %w", i, len(e.Data), ErrEntryTooLarge)
+		}
+		leaf := tree.LeafHash(e.Data)
+		r.items[i] = item{data: e.Data, leaf: leaf, identity: Identity(leaf, e.IdempotencyKey)}
+	}
+	s.mu.Lock()
+	switch {
+	case s.stopped != nil:
+		s.mu.Unlock()
+		return nil, s.stopped
+	case s.closed:
+		s.mu.Unlock()
+		return nil, ErrClosed
+	case s.pending+len(entries) > s.cfg.MaxPending && s.pending > 0:
+		s.mu.Unlock()
+		return nil, ErrPushback
+	}
+	r.arrived = s.cfg.Now()
+	s.pool = append(s.pool, r)
+	s.pooled += len(entries)
+	s.pending += len(entries)
+	s.mu.Unlock()
+	s.signal()
+
+	select {
+	case <-r.done:
+		return r.results, r.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (s *Sequencer) signal() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run integrates batches until ctx is done or a fatal error occurs. When ctx
+// is done it stops accepting entries, integrates everything already pooled,
+// answers its callers and returns nil. After a fatal error it answers every
+// pooled caller with that error and returns it.
+func (s *Sequencer) Run(ctx context.Context) error {
+	// Storage calls outlive ctx so that the final flush can commit.
+	sctx := context.WithoutCancel(ctx)
+	for {
+		batch := s.nextBatch(ctx)
+		if batch == nil {
+			return nil
+		}
+		if err := s.integrate(sctx, batch); err != nil {
+			s.stop(err)
+			return err
+		}
+	}
+}
+
+// nextBatch waits for a batch to be due and takes it from the pool. It
+// returns nil when ctx is done and the pool is empty.
+func (s *Sequencer) nextBatch(ctx context.Context) []*request {
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for {
+		s.mu.Lock()
+		if ctx.Err() != nil {
+			s.closed = true
+		}
+		if len(s.pool) > 0 {
+			age := s.cfg.Now().Sub(s.pool[0].arrived)
+			if s.closed || s.pooled >= s.cfg.MaxBatchSize || age >= s.cfg.MaxBatchAge {
+				batch := s.take()
+				s.mu.Unlock()
+				return batch
+			}
+			if timer == nil {
+				timer = time.NewTimer(s.cfg.MaxBatchAge - age)
+			} else {
+				timer.Reset(s.cfg.MaxBatchAge - age)
+			}
+		} else if s.closed {
+			s.mu.Unlock()
+			return nil
+		}
+		s.mu.Unlock()
+		var tc <-chan time.Time
+		if timer != nil {
+			tc = timer.C
+		}
+		select {
+		case <-s.wake:
+		case <-tc:
+		case <-ctx.Done():
+		}
+	}
+}
+
+// take removes whole requests from the pool, up to MaxBatchSize entries but
+// at least one request. s.mu must be held.
+func (s *Sequencer) take() []*request {
+	n, entries := 0, 0
+	for n < len(s.pool) && (n == 0 || entries+len(s.pool[n].items) <= s.cfg.MaxBatchSize) {
+		entries += len(s.pool[n].items)
+		n++
+	}
+	batch := make([]*request, n)
+	copy(batch, s.pool)
+	clear(s.pool[:n])
+	s.pool = s.pool[n:]
+	s.pooled -= entries
+	return batch
+}
+
+// stop records a fatal error and fails every pooled request with it.
+func (s *Sequencer) stop(err error) {
+	s.mu.Lock()
+	s.stopped, s.closed = err, true
+	pool := s.pool
+	s.pool, s.pooled, s.pending = nil, 0, 0
+	s.mu.Unlock()
+	for _, r := range pool {
+		r.err = err
+		close(r.done)
+	}
+}
+
+// finish answers the requests of a batch and releases their pending count.
+func (s *Sequencer) finish(batch []*request, err error) {
+	n := 0
+	for _, r := range batch {
+		n += len(r.items)
+		if err != nil {
+			r.err, r.results = err, nil
+		}
+		close(r.done)
+	}
+	s.mu.Lock()
+	s.pending -= n
+	s.mu.Unlock()
+}
+
+// integrate commits one batch. It returns only fatal errors; batch errors
+// are given to the batch's callers.
+func (s *Sequencer) integrate(ctx context.Context, batch []*request) error {
+	if s.resync {
+		if err := s.load(ctx); err != nil {
+			if errors.Is(err, ErrFatal) {
+				s.finish(batch, err)
+				return err
+			}
+			s.finish(batch, fmt.Errorf("%w: %w", ErrUnavailable, err))
+			return nil
+		}
+		s.resync = false
+	}
+	start := s.cfg.Now()
+	b, err := s.prepare(ctx, batch)
+	if err != nil {
+		if errors.Is(err, ErrFatal) {
+			s.finish(batch, err)
+			return err
+		}
+		s.finish(batch, fmt.Errorf("%w: %w", ErrUnavailable, err))
+		return nil
+	}
+	err = s.cfg.Store.Integrate(ctx, s.cfg.Log, &b.Batch)
+	switch {
+	case errors.Is(err, storage.ErrConflict):
+		err = fmt.Errorf("%w: another writer moved the tree head of log %q: %w", ErrFatal, s.cfg.Log, err)
+		s.finish(batch, err)
+		return err
+	case err != nil:
+		// The batch may or may not be stored: find out from storage before
+		// the next one.
+		s.log.Error("integrating batch failed", "size", s.edge.Size(), "entries", len(b.Entries), "err", err)
+		s.resync = true
+		s.finish(batch, fmt.Errorf("%w: %w", ErrUnavailable, err))
+		return nil
+	}
+	s.edge, s.head = b.edge, b.Checkpoint
+	s.latest.set(b.Checkpoint)
+	for _, r := range batch {
+		for i := range r.results {
+			r.results[i].Checkpoint = b.Checkpoint
+		}
+	}
+	s.finish(batch, nil)
+	s.log.Debug("integrated batch", "size", b.edge.Size(), "new", len(b.Entries), "requests", len(batch), "took", s.cfg.Now().Sub(start))
+	return nil
+}
+
+type prepared struct {
+	storage.Batch
+	edge *tree.Edge
+}
+
+// prepare de-duplicates the batch, assigns indices, extends the tree, checks
+// consistency with the last checkpoint and signs the new one. It fills in
+// each request's results but for the checkpoint.
+func (s *Sequencer) prepare(ctx context.Context, batch []*request) (*prepared, error) {
+	var ids []tree.Hash
+	seen := make(map[tree.Hash]int) // identity -> position in entries, or -1 if stored
+	for _, r := range batch {
+		for _, it := range r.items {
+			if _, ok := seen[it.identity]; !ok {
+				seen[it.identity] = -1
+				ids = append(ids, it.identity)
+			}
+		}
+	}
+	stored, err := s.cfg.Store.LookupIdentities(ctx, s.cfg.Log, ids)
+	if err != nil {
+		return nil, fmt.Errorf("looking up identities: %w", err)
+	}
+	size := s.edge.Size()
+	var entries []storage.Entry
+	var leaves []tree.Hash
+	var keyedDups []*Result // duplicates whose stored leaf hash may differ
+	for _, r := range batch {
+		r.results = make([]Result, len(r.items))
+		for i, it := range r.items {
+			res := &r.results[i]
+			if idx, ok := stored[it.identity]; ok {
+				*res = Result{Index: idx, LeafHash: it.leaf, Duplicate: true}
+				if it.identity != it.leaf {
+					keyedDups = append(keyedDups, res)
+				}
+				continue
+			}
+			if pos := seen[it.identity]; pos >= 0 {
+				*res = Result{Index: entries[pos].Index, LeafHash: entries[pos].LeafHash, Duplicate: true}
+				continue
+			}
+			seen[it.identity] = len(entries)
+			e := storage.Entry{Index: size + uint64(len(entries)), Identity: it.identity, LeafHash: it.leaf, Data: it.data}
+			entries = append(entries, e)
+			leaves = append(leaves, it.leaf)
+			*res = Result{Index: e.Index, LeafHash: it.leaf}
+		}
+	}
+	// An idempotency key names the first entry appended with it; report
+	// that entry's leaf hash.
+	for _, res := range keyedDups {
+		es, err := s.cfg.Store.ReadEntries(ctx, s.cfg.Log, res.Index, res.Index+1)
+		if err != nil {
+			return nil, fmt.Errorf("reading entry %d: %w", res.Index, err)
+		}
+		res.LeafHash = es[0].LeafHash
+	}
+
+	next, tiles, err := s.edge.Append(leaves)
+	if err != nil {
+		return nil, fmt.Errorf("%w: extending the tree: %w", ErrFatal, err)
+	}
+	if len(entries) > 0 {
+		if err := s.checkConsistency(ctx, next, tiles); err != nil {
+			return nil, err
+		}
+	}
+	c := checkpoint.Checkpoint{Origin: s.origin, Size: next.Size(), Hash: next.Root()}
+	signed, err := checkpoint.Sign(c, s.cfg.Signer)
+	if err != nil {
+		return nil, fmt.Errorf("%w: signing checkpoint: %w", ErrFatal, err)
+	}
+	return &prepared{
+		Batch: storage.Batch{
+			Prev:       storage.TreeHead{Size: s.edge.Size(), Root: s.edge.Root()},
+			Entries:    entries,
+			Tiles:      tiles,
+			Checkpoint: storage.Checkpoint{TreeHead: storage.TreeHead{Size: next.Size(), Root: next.Root()}, Note: signed},
+		},
+		edge: next,
+	}, nil
+}
+
+// checkConsistency proves, from the stored tiles and the batch's new tiles,
+// that the new tree extends the last signed one. It guards against a bug or
+// a corrupted tile ever making the log sign a fork.
+func (s *Sequencer) checkConsistency(ctx context.Context, next *tree.Edge, tiles []tree.TileData) error {
+	old := s.edge
+	if old.Size() == 0 {
+		return nil
+	}
+	p, err := tree.ConsistencyProof(s.tileReader(ctx, tiles), old.Size(), next.Size())
+	if err != nil {
+		if errors.Is(err, storage.ErrNotFound) || errors.Is(err, tree.ErrMissingTile) {
+			return fmt.Errorf("%w: building consistency proof %d..%d: %w", ErrFatal, old.Size(), next.Size(), err)
+		}
+		return fmt.Errorf("building consistency proof: %w", err)
+	}
+	oldRoot, newRoot := old.Root(), next.Root()
+	if err := proof.VerifyConsistency(rfc6962.DefaultHasher, old.Size(), next.Size(), p, oldRoot[:], newRoot[:]); err != nil {
+		return fmt.Errorf("%w: new tree at %d is not consistent with the signed tree at %d: %w", ErrFatal, next.Size(), old.Size(), err)
+	}
+	return nil
+}
+
+type latestCheckpoint struct {
+	mu sync.RWMutex
+	cp storage.Checkpoint
+}
+
+func (l *latestCheckpoint) set(cp storage.Checkpoint) {
+	l.mu.Lock()
+	l.cp = cp
+	l.mu.Unlock()
+}
+
+func (l *latestCheckpoint) get() storage.Checkpoint {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	return l.cp
+}

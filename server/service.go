@@ -1,0 +1,445 @@
+// Package server is the tlog service: it owns the logs of one store, runs a
+// sequencer per log, and answers the operations that the gRPC and HTTP
+// front ends expose (append, checkpoints, proofs, entries, tiles, receipts,
+// log administration). Domain errors from below are mapped to gRPC and HTTP
+// status codes in one place, errors.go.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"sort"
+	"sync"
+	"time"
+
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/tlog-dev/tlog/pkg/checkpoint"
+	"github.com/tlog-dev/tlog/pkg/receipt"
+	"github.com/tlog-dev/tlog/pkg/tile"
+	"github.com/tlog-dev/tlog/pkg/tree"
+	"github.com/tlog-dev/tlog/server/keyfile"
+	"github.com/tlog-dev/tlog/server/sequencer"
+	"github.com/tlog-dev/tlog/storage"
+)
+
+// Service errors, beside those of storage, tree and sequencer.
+var (
+	// ErrInvalidArgument: a request that can never succeed as asked.
+	ErrInvalidArgument = errors.New("invalid argument")
+	// ErrOutOfRange: a size or index beyond the current tree.
+	ErrOutOfRange = errors.New("out of range")
+	// ErrLogStopped: the log's sequencer stopped on a fatal error (see the
+	// server log); reads still work, appends do not.
+	ErrLogStopped = errors.New("log is not sequencing")
+)
+
+// Config configures a Service.
+type Config struct {
+	// Store holds every log. Required.
+	Store storage.Store
+	// KeyDir holds one signing key file per log (see package keyfile).
+	// Required.
+	KeyDir string
+	// Sequencer holds the batching settings for every log; its Store, Log,
+	// Signer, Verifier and Logger fields are filled in by the Service.
+	Sequencer sequencer.Config
+	// MaxEntriesPerRead bounds one ReadEntries call (default 1000).
+	MaxEntriesPerRead int
+	// Logger receives the service's logs (default slog.Default()).
+	Logger *slog.Logger
+}
+
+// Service runs every log of a store.
+type Service struct {
+	cfg Config
+	log *slog.Logger
+
+	mu     sync.RWMutex
+	logs   map[string]*logState
+	runCtx context.Context // set by Run; nil before
+	wg     sync.WaitGroup
+}
+
+type logState struct {
+	info     storage.Log
+	seq      *sequencer.Sequencer
+	verifier note.Verifier
+
+	mu      sync.Mutex
+	stopped error // fatal error of the sequencer, if it stopped
+}
+
+// New opens every log in the store: it loads each log's key from KeyDir,
+// checks that it is the key the log was created with, and loads its
+// sequencer (which checks storage against the last signed checkpoint). Call
+// Run to start sequencing.
+func New(ctx context.Context, cfg Config) (*Service, error) {
+	if cfg.Store == nil || cfg.KeyDir == "" {
+		return nil, errors.New("server: Store and KeyDir are required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.MaxEntriesPerRead <= 0 {
+		cfg.MaxEntriesPerRead = 1000
+	}
+	s := &Service{cfg: cfg, log: cfg.Logger, logs: make(map[string]*logState)}
+	logs, err := cfg.Store.ListLogs(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("listing logs: %w", err)
+	}
+	for _, l := range logs {
+		skey, err := keyfile.Load(cfg.KeyDir, l.Name)
+		if err != nil {
+			return nil, fmt.Errorf("log %q: loading its signing key: %w", l.Name, err)
+		}
+		ls, err := s.openLog(ctx, l, skey)
+		if err != nil {
+			return nil, err
+		}
+		s.logs[l.Name] = ls
+	}
+	return s, nil
+}
+
+func (s *Service) openLog(ctx context.Context, l storage.Log, skey string) (*logState, error) {
+	vkey, err := checkpoint.VerifierKey(skey)
+	if err != nil {
+		return nil, fmt.Errorf("log %q: %w", l.Name, err)
+	}
+	if vkey != l.VerifierKey {
+		return nil, fmt.Errorf("log %q: the key in %s is not the key the log was created with (%s)", l.Name, keyfile.Path(s.cfg.KeyDir, l.Name), l.VerifierKey)
+	}
+	signer, err := checkpoint.NewSigner(skey)
+	if err != nil {
+		return nil, fmt.Errorf("log %q: %w", l.Name, err)
+	}
+	verifier, err := checkpoint.NewVerifier(vkey)
+	if err != nil {
+		return nil, fmt.Errorf("log %q: %w", l.Name, err)
+	}
+	cfg := s.cfg.Sequencer
+	cfg.Store, cfg.Log, cfg.Signer, cfg.Verifier = s.cfg.Store, l.Name, signer, verifier
+	cfg.Logger = s.log
+	seq, err := sequencer.New(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("log %q: %w", l.Name, err)
+	}
+	return &logState{info: l, seq: seq, verifier: verifier}, nil
+}
+
+// Run sequences every log until ctx is done, then flushes what is pooled
+// and returns once every sequencer has stopped. A log whose sequencer stops
+// on a fatal error stops alone: its appends fail with ErrLogStopped and the
+// others go on.
+func (s *Service) Run(ctx context.Context) error {
+	s.mu.Lock()
+	if s.runCtx != nil {
+		s.mu.Unlock()
+		return errors.New("server: Run called twice")
+	}
+	s.runCtx = ctx
+	for _, ls := range s.logs {
+		s.start(ctx, ls)
+	}
+	s.mu.Unlock()
+	<-ctx.Done()
+	s.wg.Wait()
+	return nil
+}
+
+// start runs a log's sequencer. s.mu must be held.
+func (s *Service) start(ctx context.Context, ls *logState) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := ls.seq.Run(ctx); err != nil {
+			s.log.Error("log stopped sequencing to avoid a fork; investigate with fsck before restarting", "log", ls.info.Name, "err", err)
+			ls.mu.Lock()
+			ls.stopped = err
+			ls.mu.Unlock()
+		}
+	}()
+}
+
+var logNameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._-]{0,63}$`)
+
+// CreateLog creates a log: its signing key file (unless one exists for the
+// name, with the same origin), and the log with its signed empty checkpoint.
+// An empty origin defaults to DefaultOrigin(name).
+func (s *Service) CreateLog(ctx context.Context, name, origin string) (storage.Log, error) {
+	if !logNameRE.MatchString(name) {
+		return storage.Log{}, fmt.Errorf("%w: log name %q must be 1-64 characters of letters, digits, '.', '_' and '-', starting with a letter or digit", ErrInvalidArgument, name)
+	}
+	if origin == "" {
+		origin = DefaultOrigin(name)
+	}
+	if err := checkOrigin(origin); err != nil {
+		return storage.Log{}, err
+	}
+	if _, err := s.cfg.Store.GetLog(ctx, name); err == nil {
+		return storage.Log{}, fmt.Errorf("log %q: %w", name, storage.ErrLogExists)
+	} else if !errors.Is(err, storage.ErrLogNotFound) {
+		return storage.Log{}, err
+	}
+	skey, _, err := keyfile.LoadOrCreate(s.cfg.KeyDir, name, origin)
+	if err != nil {
+		return storage.Log{}, fmt.Errorf("log %q: signing key: %w", name, err)
+	}
+	vkey, err := checkpoint.VerifierKey(skey)
+	if err != nil {
+		return storage.Log{}, err
+	}
+	signer, err := checkpoint.NewSigner(skey)
+	if err != nil {
+		return storage.Log{}, err
+	}
+	root := tree.EmptyRoot()
+	signed, err := checkpoint.Sign(checkpoint.Checkpoint{Origin: origin, Size: 0, Hash: root}, signer)
+	if err != nil {
+		return storage.Log{}, err
+	}
+	l := storage.Log{Name: name, Origin: origin, VerifierKey: vkey, CreatedAt: time.Now().UTC().Truncate(time.Microsecond)}
+	if err := s.cfg.Store.CreateLog(ctx, l, storage.Checkpoint{TreeHead: storage.TreeHead{Root: root}, Note: signed}); err != nil {
+		return storage.Log{}, err
+	}
+	ls, err := s.openLog(ctx, l, skey)
+	if err != nil {
+		return storage.Log{}, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.logs[name] = ls
+	if s.runCtx != nil {
+		s.start(s.runCtx, ls)
+	}
+	s.log.Info("created log", "log", name, "origin", origin, "verifier_key", vkey)
+	return l, nil
+}
+
+// DefaultOrigin is the origin of a log created without one.
+func DefaultOrigin(name string) string { return "tlog.localhost/logs/" + name }
+
+// checkOrigin accepts origins that are valid signed-note key names, so the
+// log's key can be named after its origin as tlog-checkpoint recommends.
+func checkOrigin(origin string) error {
+	if len(origin) > 256 {
+		return fmt.Errorf("%w: origin is longer than 256 bytes", ErrInvalidArgument)
+	}
+	for _, r := range origin {
+		if r <= ' ' || r == '+' || r == 0x7f || r == 0xfffd {
+			return fmt.Errorf("%w: origin %q must be printable, without spaces or '+'", ErrInvalidArgument, origin)
+		}
+	}
+	if origin == "" {
+		return fmt.Errorf("%w: empty origin", ErrInvalidArgument)
+	}
+	return nil
+}
+
+// LogInfo describes a log and its current size.
+type LogInfo struct {
+	storage.Log
+	Size uint64
+}
+
+func (s *Service) state(name string) (*logState, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	ls, ok := s.logs[name]
+	if !ok {
+		return nil, fmt.Errorf("log %q: %w", name, storage.ErrLogNotFound)
+	}
+	return ls, nil
+}
+
+// GetLog describes one log.
+func (s *Service) GetLog(ctx context.Context, name string) (LogInfo, error) {
+	ls, err := s.state(name)
+	if err != nil {
+		return LogInfo{}, err
+	}
+	return LogInfo{Log: ls.info, Size: ls.seq.Latest().Size}, nil
+}
+
+// ListLogs describes every log, ordered by name.
+func (s *Service) ListLogs(ctx context.Context) []LogInfo {
+	s.mu.RLock()
+	out := make([]LogInfo, 0, len(s.logs))
+	for _, ls := range s.logs {
+		out = append(out, LogInfo{Log: ls.info, Size: ls.seq.Latest().Size})
+	}
+	s.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Verifier returns the note verifier of a log's key.
+func (s *Service) Verifier(name string) (note.Verifier, error) {
+	ls, err := s.state(name)
+	if err != nil {
+		return nil, err
+	}
+	return ls.verifier, nil
+}
+
+// Append appends entries to a log and returns once they are durable.
+func (s *Service) Append(ctx context.Context, log string, entries []sequencer.Entry) ([]sequencer.Result, error) {
+	ls, err := s.state(log)
+	if err != nil {
+		return nil, err
+	}
+	ls.mu.Lock()
+	stopped := ls.stopped
+	ls.mu.Unlock()
+	if stopped != nil {
+		return nil, fmt.Errorf("%w: %w", ErrLogStopped, stopped)
+	}
+	res, err := ls.seq.Add(ctx, entries)
+	if errors.Is(err, sequencer.ErrFatal) {
+		return nil, fmt.Errorf("%w: %w", ErrLogStopped, err)
+	}
+	return res, err
+}
+
+// Checkpoint returns the latest checkpoint (size 0) or the one signed at
+// size.
+func (s *Service) Checkpoint(ctx context.Context, log string, size uint64) (storage.Checkpoint, error) {
+	ls, err := s.state(log)
+	if err != nil {
+		return storage.Checkpoint{}, err
+	}
+	latest := ls.seq.Latest()
+	if size == 0 || size == latest.Size {
+		return latest, nil
+	}
+	if size > latest.Size {
+		return storage.Checkpoint{}, fmt.Errorf("%w: tree size %d is beyond the log's size %d", ErrOutOfRange, size, latest.Size)
+	}
+	cp, err := s.cfg.Store.CheckpointAt(ctx, log, size)
+	if errors.Is(err, storage.ErrNotFound) {
+		return storage.Checkpoint{}, fmt.Errorf("the log signed no checkpoint at size %d: %w", size, err)
+	}
+	return cp, err
+}
+
+func (s *Service) tiles(ctx context.Context, log string) tree.TileReader {
+	return tree.TileReaderFunc(func(ts []tile.Tile) ([][]byte, error) {
+		return s.cfg.Store.ReadTiles(ctx, log, ts)
+	})
+}
+
+// InclusionProof proves that leaf index is in the tree of the given size (0:
+// the latest), and returns the checkpoint signed at that size.
+func (s *Service) InclusionProof(ctx context.Context, log string, index, size uint64) ([][]byte, storage.Checkpoint, error) {
+	cp, err := s.Checkpoint(ctx, log, size)
+	if err != nil {
+		return nil, storage.Checkpoint{}, err
+	}
+	if index >= cp.Size {
+		return nil, storage.Checkpoint{}, fmt.Errorf("%w: index %d is not in the tree of size %d", ErrOutOfRange, index, cp.Size)
+	}
+	p, err := tree.InclusionProof(s.tiles(ctx, log), index, cp.Size)
+	if err != nil {
+		return nil, storage.Checkpoint{}, err
+	}
+	return p, cp, nil
+}
+
+// FindLeaf returns the index of the first entry with the given leaf hash (or
+// identity).
+func (s *Service) FindLeaf(ctx context.Context, log string, leafHash []byte) (uint64, error) {
+	if _, err := s.state(log); err != nil {
+		return 0, err
+	}
+	if len(leafHash) != 32 {
+		return 0, fmt.Errorf("%w: a leaf hash has 32 bytes, not %d", ErrInvalidArgument, len(leafHash))
+	}
+	idx, err := s.cfg.Store.FindLeaf(ctx, log, tree.Hash(leafHash))
+	if errors.Is(err, storage.ErrNotFound) {
+		return 0, fmt.Errorf("no entry with leaf hash %x: %w", leafHash, err)
+	}
+	return idx, err
+}
+
+// ConsistencyProof proves that the tree of size to (0: the latest) extends
+// the tree of size from, and returns the checkpoint signed at to.
+func (s *Service) ConsistencyProof(ctx context.Context, log string, from, to uint64) ([][]byte, storage.Checkpoint, error) {
+	cp, err := s.Checkpoint(ctx, log, to)
+	if err != nil {
+		return nil, storage.Checkpoint{}, err
+	}
+	if from > cp.Size {
+		if to == 0 {
+			return nil, storage.Checkpoint{}, fmt.Errorf("%w: size %d is beyond the log's size %d", ErrOutOfRange, from, cp.Size)
+		}
+		return nil, storage.Checkpoint{}, fmt.Errorf("%w: first size %d is greater than second size %d", ErrInvalidArgument, from, cp.Size)
+	}
+	p, err := tree.ConsistencyProof(s.tiles(ctx, log), from, cp.Size)
+	if err != nil {
+		return nil, storage.Checkpoint{}, err
+	}
+	return p, cp, nil
+}
+
+// Entries returns entries [start, end), at most MaxEntriesPerRead of them
+// (fewer than asked is not an error: callers continue from the last).
+func (s *Service) Entries(ctx context.Context, log string, start, end uint64) ([]storage.Entry, error) {
+	ls, err := s.state(log)
+	if err != nil {
+		return nil, err
+	}
+	size := ls.seq.Latest().Size
+	switch {
+	case start > end:
+		return nil, fmt.Errorf("%w: start %d is after end %d", ErrInvalidArgument, start, end)
+	case end > size:
+		return nil, fmt.Errorf("%w: end %d is beyond the log's size %d", ErrOutOfRange, end, size)
+	}
+	end = min(end, start+uint64(s.cfg.MaxEntriesPerRead))
+	return s.cfg.Store.ReadEntries(ctx, log, start, end)
+}
+
+// Tile returns a hash tile or entry bundle as tlog-tiles serves it. A tile
+// (or a partial width) that the latest tree does not have is ErrNotFound.
+func (s *Service) Tile(ctx context.Context, log string, t tile.Tile) ([]byte, error) {
+	ls, err := s.state(log)
+	if err != nil {
+		return nil, err
+	}
+	size := ls.seq.Latest().Size
+	if w := tile.WidthAt(t.Level, t.Index, size); w < t.Width {
+		return nil, fmt.Errorf("%s is not in the tree of size %d: %w", t.Path(), size, storage.ErrNotFound)
+	}
+	if t.IsEntries() {
+		start := t.Index * tile.Width
+		es, err := s.cfg.Store.ReadEntries(ctx, log, start, start+uint64(t.Width))
+		if err != nil {
+			return nil, err
+		}
+		var b []byte
+		for _, e := range es {
+			b = tile.AppendBundleEntry(b, e.Data)
+		}
+		return b, nil
+	}
+	data, err := s.cfg.Store.ReadTiles(ctx, log, []tile.Tile{t})
+	if err != nil {
+		return nil, err
+	}
+	return data[0][:t.Width*tile.HashSize], nil
+}
+
+// Receipt returns a C2SP tlog-proof for leaf index in the tree of the given
+// size (0: latest).
+func (s *Service) Receipt(ctx context.Context, log string, index, size uint64) ([]byte, error) {
+	p, cp, err := s.InclusionProof(ctx, log, index, size)
+	if err != nil {
+		return nil, err
+	}
+	return receipt.Receipt{Index: index, Proof: p, Checkpoint: cp.Note}.Marshal(), nil
+}

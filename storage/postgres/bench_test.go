@@ -1,0 +1,100 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"github.com/tlog-dev/tlog/storage"
+)
+
+// BenchmarkIntegrate measures durable batches of 256-byte entries (the
+// server's synchronous_commit, on by default), one batch per iteration:
+//
+//   - copy: Integrate as shipped (BEGIN + compare-and-swap, COPY of the
+//     entries, tiles + checkpoint + COMMIT: three round trips);
+//   - unnest: the alternative kept here for comparison, one statement that
+//     calls a PL/pgSQL function doing the compare-and-swap and inserting the
+//     entries from arrays (INSERT ... SELECT FROM unnest): one round trip.
+//
+// Building batches (hashing, tiles) is not timed.
+func BenchmarkIntegrate(b *testing.B) {
+	for _, n := range []int{1000, 4096} {
+		for _, strategy := range []string{"copy", "unnest"} {
+			b.Run(fmt.Sprintf("entries=%d/%s", n, strategy), func(b *testing.B) {
+				s, _ := openStore(b)
+				ctx := b.Context()
+				integrate := s.Integrate
+				if strategy == "unnest" {
+					if _, err := s.pool.Exec(ctx, createIntegrateUnnest); err != nil {
+						b.Fatal(err)
+					}
+					integrate = s.integrateUnnest
+				}
+				l := newTestLog(b, s, "bench")
+				// Warm up the connection and its prepared statements.
+				if err := integrate(ctx, l.name, l.integrateBatch(b, 1)); err != nil {
+					b.Fatal(err)
+				}
+				b.SetBytes(int64(n * 256))
+				b.ResetTimer()
+				for range b.N {
+					b.StopTimer()
+					batch := l.integrateBatch(b, n)
+					b.StartTimer()
+					if err := integrate(ctx, l.name, batch); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "entries/s")
+			})
+		}
+	}
+}
+
+// integrateBatch returns the next batch of n 256-byte entries and advances l
+// as if it were stored.
+func (l *testLog) integrateBatch(t testing.TB, n int) *storage.Batch {
+	b, next := l.batch(t, n, 256)
+	l.edge, l.count = next, l.count+n
+	return b
+}
+
+// createIntegrateUnnest is the one-statement strategy's function.
+const createIntegrateUnnest = `
+CREATE FUNCTION bench_integrate_unnest(
+    p_log bigint,
+    p_prev_size bigint, p_prev_root bytea,
+    p_size bigint, p_root bytea, p_note bytea,
+    p_identities bytea[], p_leaf_hashes bytea[], p_data bytea[],
+    p_tile_levels smallint[], p_tile_idxs bigint[], p_tile_hashes bytea[]
+) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM tlog_advance_head(p_log, p_prev_size, p_prev_root, p_size, p_root);
+    INSERT INTO entries (log_id, idx, identity, leaf_hash, data)
+    SELECT p_log, p_prev_size + e.ord - 1, e.identity, e.leaf_hash, e.data
+      FROM unnest(p_identities, p_leaf_hashes, p_data) WITH ORDINALITY AS e (identity, leaf_hash, data, ord);
+    INSERT INTO tiles AS t (log_id, level, idx, hashes)
+    SELECT p_log, n.level, n.idx, n.hashes
+      FROM unnest(p_tile_levels, p_tile_idxs, p_tile_hashes) AS n (level, idx, hashes)
+    ON CONFLICT (log_id, level, idx) DO UPDATE SET hashes = excluded.hashes
+     WHERE t.hashes <> excluded.hashes;
+    INSERT INTO checkpoints (log_id, size, root_hash, note) VALUES (p_log, p_size, p_root, p_note);
+END $$`
+
+// integrateUnnest is the one-statement strategy (without Integrate's error
+// mapping, which the benchmark does not need).
+func (s *Store) integrateUnnest(ctx context.Context, log string, b *storage.Batch) error {
+	w, err := newBatchWrite(b)
+	if err != nil {
+		return err
+	}
+	id, err := s.logID(ctx, log)
+	if err != nil {
+		return err
+	}
+	_, err = s.pool.Exec(ctx, `SELECT bench_integrate_unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
+		id, w.prevSize, w.prevRoot, w.size, w.root, w.note,
+		w.identities, w.leafHashes, w.data, w.levels, w.idxs, w.hashes)
+	return err
+}

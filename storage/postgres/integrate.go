@@ -1,0 +1,229 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tlog-dev/tlog/pkg/tile"
+	"github.com/tlog-dev/tlog/pkg/tree"
+	"github.com/tlog-dev/tlog/storage"
+)
+
+// Integrate writes a batch in one transaction of three round trips:
+//
+//  1. BEGIN and tlog_advance_head, the compare-and-swap of the tree head
+//     (its row lock holds off any other writer of the log until commit);
+//  2. COPY of the entries;
+//  3. the tile upsert, the checkpoint and COMMIT.
+//
+// COPY was measured against one statement that does it all, inserting the
+// entries from arrays (INSERT ... SELECT FROM unnest, one round trip; see
+// BenchmarkIntegrate): with batches of 1,000 entries of 256 bytes the two
+// are level (80,000-110,000 entries/s each on 2 cores), with 4,096 COPY is
+// about 1.5 times faster (about 150,000 against 100,000 entries/s), which
+// outweighs its two extra round trips.
+const (
+	advanceHeadSQL = `SELECT tlog_advance_head($1, $2, $3, $4, $5)`
+	upsertTilesSQL = `
+INSERT INTO tiles AS t (log_id, level, idx, hashes)
+SELECT $1, n.level, n.idx, n.hashes
+  FROM unnest($2::smallint[], $3::bigint[], $4::bytea[]) AS n (level, idx, hashes)
+ON CONFLICT (log_id, level, idx) DO UPDATE SET hashes = excluded.hashes
+ WHERE t.hashes <> excluded.hashes`
+	insertCheckpointSQL = `INSERT INTO checkpoints (log_id, size, root_hash, note) VALUES ($1, $2, $3, $4)`
+	// An empty batch re-signs the head: its note replaces the stored one.
+	resignCheckpointSQL = `UPDATE checkpoints SET note = $4 WHERE log_id = $1 AND size = $2 AND root_hash = $3`
+)
+
+// entryColumns are the columns COPY fills, in the order of batchRows.
+var entryColumns = []string{"log_id", "idx", "identity", "leaf_hash", "data"}
+
+// Integrate stores b atomically and durably (synchronous_commit is left at
+// the server's setting, on by default). See storage.Integrator.
+//
+// If the connection is lost while COMMIT is in flight, the batch may or may
+// not have been committed, and the error cannot say which: read the latest
+// checkpoint to find out (a retry of the same batch fails with
+// storage.ErrConflict if the first attempt committed). A cancelled context
+// is safe: the server is asked to cancel and its answer awaited.
+func (s *Store) Integrate(ctx context.Context, log string, b *storage.Batch) error {
+	w, err := newBatchWrite(b)
+	if err != nil {
+		return err
+	}
+	id, err := s.logID(ctx, log)
+	if err != nil {
+		return err
+	}
+	c, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return s.fail(ctx, err, "integrate into %q", log)
+	}
+	defer c.Release() // destroys the connection if a transaction is still open
+	err = w.run(ctx, c.Conn(), id)
+	if err == nil {
+		return nil
+	}
+	if c.Conn().PgConn().TxStatus() != 'I' && !c.Conn().IsClosed() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cancelWait)
+		c.Conn().Exec(rctx, "ROLLBACK") // on failure, Release drops the connection
+		cancel()
+	}
+	if ctxErr := ctx.Err(); ctxErr != nil {
+		return ctxErr
+	}
+	code, constraint := pgCode(err)
+	switch {
+	case code == codeConflict:
+		return fmt.Errorf("postgres: integrate into %q: %w: %v", log, storage.ErrConflict, err)
+	case code == codeLogNotFound:
+		return fmt.Errorf("postgres: integrate: %w: %q", storage.ErrLogNotFound, log)
+	case code == codeTileShrinks:
+		return fmt.Errorf("postgres: integrate into %q: %w: %v", log, storage.ErrInvalid, err)
+	case code == codeUniqueViolation && constraint == "entries_identity":
+		return fmt.Errorf("postgres: integrate into %q: %w: an entry's identity is already in the log (%v)", log, storage.ErrInvalid, err)
+	}
+	return s.fail(ctx, err, "integrate into %q", log)
+}
+
+// batchWrite is a validated batch in the shapes the statements take.
+type batchWrite struct {
+	prevSize, size       int64
+	prevRoot, root, note []byte
+
+	identities, leafHashes, data [][]byte // leafHashes[i] nil (NULL) if equal to the identity
+
+	levels []int16
+	idxs   []int64
+	hashes [][]byte
+}
+
+// run executes the transaction; on error the caller rolls back.
+func (w *batchWrite) run(ctx context.Context, c *pgx.Conn, id int64) error {
+	begin := &pgx.Batch{}
+	begin.Queue("BEGIN")
+	begin.Queue(advanceHeadSQL, id, w.prevSize, w.prevRoot, w.size, w.root)
+	if err := c.SendBatch(ctx, begin).Close(); err != nil {
+		return err
+	}
+	if len(w.data) > 0 {
+		n, err := c.CopyFrom(ctx, pgx.Identifier{"entries"}, entryColumns, &batchRows{w: w, id: id, i: -1})
+		if err != nil {
+			return err
+		}
+		if n != int64(len(w.data)) {
+			return fmt.Errorf("copied %d entries, want %d", n, len(w.data))
+		}
+	}
+	end := &pgx.Batch{}
+	if len(w.levels) > 0 {
+		end.Queue(upsertTilesSQL, id, w.levels, w.idxs, w.hashes)
+	}
+	if w.size == w.prevSize {
+		// Every tree head has its checkpoint (CreateLog, Integrate).
+		end.Queue(resignCheckpointSQL, id, w.size, w.root, w.note)
+	} else {
+		end.Queue(insertCheckpointSQL, id, w.size, w.root, w.note)
+	}
+	end.Queue("COMMIT")
+	return c.SendBatch(ctx, end).Close()
+}
+
+// batchRows feeds the entries to COPY.
+type batchRows struct {
+	w   *batchWrite
+	id  int64
+	i   int
+	row [5]any
+}
+
+func (r *batchRows) Next() bool { r.i++; return r.i < len(r.w.data) }
+func (r *batchRows) Err() error { return nil }
+func (r *batchRows) Values() ([]any, error) {
+	r.row = [5]any{r.id, r.w.prevSize + int64(r.i), r.w.identities[r.i], r.w.leafHashes[r.i], r.w.data[r.i]}
+	return r.row[:], nil
+}
+
+// newBatchWrite validates b. Every failure wraps storage.ErrInvalid.
+func newBatchWrite(b *storage.Batch) (*batchWrite, error) {
+	invalid := func(format string, args ...any) error {
+		return fmt.Errorf("postgres: %w: batch: %s", storage.ErrInvalid, fmt.Sprintf(format, args...))
+	}
+	if b == nil {
+		return nil, invalid("nil")
+	}
+	w := &batchWrite{
+		prevRoot: b.Prev.Root[:],
+		root:     b.Checkpoint.Root[:],
+		note:     nonNil(b.Checkpoint.Note),
+	}
+	var err error
+	if w.prevSize, err = bigint("previous tree size", b.Prev.Size); err != nil {
+		return nil, err
+	}
+	if w.size, err = bigint("checkpoint tree size", b.Checkpoint.Size); err != nil {
+		return nil, err
+	}
+	n := uint64(len(b.Entries))
+	if b.Checkpoint.Size < b.Prev.Size || b.Checkpoint.Size-b.Prev.Size != n {
+		return nil, invalid("checkpoint size %d is not previous size %d + %d entries", b.Checkpoint.Size, b.Prev.Size, n)
+	}
+	if n == 0 && b.Checkpoint.Root != b.Prev.Root {
+		return nil, invalid("no entries, but the checkpoint's root differs from the previous root")
+	}
+
+	w.identities = make([][]byte, n)
+	w.leafHashes = make([][]byte, n)
+	w.data = make([][]byte, n)
+	seen := make(map[storage.Hash]struct{}, n)
+	for i := range b.Entries {
+		e := &b.Entries[i]
+		if want := b.Prev.Size + uint64(i); e.Index != want {
+			return nil, invalid("entry %d has index %d, want %d", i, e.Index, want)
+		}
+		if len(e.Data) > tile.MaxEntrySize {
+			return nil, invalid("entry %d has %d bytes, more than %d", e.Index, len(e.Data), tile.MaxEntrySize)
+		}
+		if tree.LeafHash(e.Data) != e.LeafHash {
+			return nil, invalid("entry %d: leaf hash is not the RFC 6962 leaf hash of its data", e.Index)
+		}
+		if _, dup := seen[e.Identity]; dup {
+			return nil, invalid("entry %d repeats an identity of the same batch", e.Index)
+		}
+		seen[e.Identity] = struct{}{}
+		w.identities[i] = e.Identity[:]
+		if e.LeafHash != e.Identity {
+			w.leafHashes[i] = e.LeafHash[:]
+		}
+		w.data[i] = nonNil(e.Data)
+	}
+
+	w.levels = make([]int16, len(b.Tiles))
+	w.idxs = make([]int64, len(b.Tiles))
+	w.hashes = make([][]byte, len(b.Tiles))
+	tiles := make(map[tile.Tile]struct{}, len(b.Tiles))
+	for i, t := range b.Tiles {
+		if t.Level < 0 || t.Level > tile.MaxLevel {
+			return nil, invalid("tile %d has level %d, want 0..%d (hash tiles only)", i, t.Level, tile.MaxLevel)
+		}
+		if t.Width < 1 || t.Width > tile.Width {
+			return nil, invalid("tile %d has width %d, want 1..%d", i, t.Width, tile.Width)
+		}
+		if len(t.Hashes) != t.Width*tile.HashSize {
+			return nil, invalid("tile %s has %d bytes, want %d", t.Path(), len(t.Hashes), t.Width*tile.HashSize)
+		}
+		if w.idxs[i], err = bigint("tile index", t.Index); err != nil {
+			return nil, err
+		}
+		key := tile.Tile{Level: t.Level, Index: t.Index}
+		if _, dup := tiles[key]; dup {
+			return nil, invalid("tile %d/%d appears twice", t.Level, t.Index)
+		}
+		tiles[key] = struct{}{}
+		w.levels[i] = int16(t.Level)
+		w.hashes[i] = t.Hashes
+	}
+	return w, nil
+}
