@@ -1,0 +1,204 @@
+// Command tlogd runs the tlog service: a tamper-evident audit log with a
+// gRPC API, a C2SP tlog-tiles HTTP API, and signed checkpoints.
+//
+// With no flags it keeps everything under ./tlog-data (an embedded
+// single-file store and the signing keys), creates a log named "default" on
+// first start, serves gRPC on 127.0.0.1:7600 and HTTP on 127.0.0.1:7601.
+// --database-url switches storage to PostgreSQL. Every flag can also be set
+// with an environment variable: --batch-max-age is TLOG_BATCH_MAX_AGE.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/tlog-dev/tlog/server"
+	"github.com/tlog-dev/tlog/server/sequencer"
+	"github.com/tlog-dev/tlog/storage"
+	"github.com/tlog-dev/tlog/storage/embedded"
+	"github.com/tlog-dev/tlog/storage/postgres"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "tlogd:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	fs := flag.NewFlagSet("tlogd", flag.ExitOnError)
+	var (
+		dataDir     = fs.String("data-dir", "tlog-data", "directory for the embedded store and, by default, the signing keys")
+		keyDir      = fs.String("key-dir", "", "directory of the logs' signing keys (default <data-dir>/keys)")
+		databaseURL = fs.String("database-url", "", "PostgreSQL URL; empty uses the embedded store in --data-dir")
+		grpcAddr    = fs.String("grpc-addr", "127.0.0.1:7600", "gRPC listen address")
+		httpAddr    = fs.String("http-addr", "127.0.0.1:7601", "HTTP listen address")
+		batchSize   = fs.Int("batch-max-size", 4096, "most entries integrated in one batch")
+		batchAge    = fs.Duration("batch-max-age", 50*time.Millisecond, "longest an entry waits before its batch is integrated")
+		maxPending  = fs.Int("max-pending", 0, "most entries waiting per log before appends are pushed back (default 16 * batch-max-size)")
+		origin      = fs.String("origin", "", "origin of the default log, when it is first created (default "+server.DefaultOrigin("default")+")")
+		logLevel    = fs.String("log-level", "info", "log level: debug, info, warn, error")
+		logFormat   = fs.String("log-format", "text", "log format: text or json")
+	)
+	fs.Parse(os.Args[1:])
+	if err := flagsFromEnv(fs); err != nil {
+		return err
+	}
+	logger, err := newLogger(*logLevel, *logFormat)
+	if err != nil {
+		return err
+	}
+	if *keyDir == "" {
+		*keyDir = filepath.Join(*dataDir, "keys")
+	}
+
+	ctx := context.Background()
+	store, err := openStore(ctx, *databaseURL, *dataDir, logger)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+
+	svc, err := server.New(ctx, server.Config{
+		Store:     store,
+		KeyDir:    *keyDir,
+		Sequencer: sequencer.Config{MaxBatchSize: *batchSize, MaxBatchAge: *batchAge, MaxPending: *maxPending},
+		Logger:    logger,
+	})
+	if err != nil {
+		return err
+	}
+	if len(svc.ListLogs(ctx)) == 0 {
+		l, err := svc.CreateLog(ctx, "default", *origin)
+		if err != nil {
+			return fmt.Errorf("creating the default log: %w", err)
+		}
+		fmt.Printf("Created log %q\n  origin:       %s\n  verifier key: %s\n  signing key:  %s (keep it safe; back it up)\n", l.Name, l.Origin, l.VerifierKey, filepath.Join(*keyDir, l.Name+".key"))
+	}
+	for _, l := range svc.ListLogs(ctx) {
+		logger.Info("log", "name", l.Name, "origin", l.Origin, "verifier_key", l.VerifierKey, "size", l.Size)
+	}
+
+	grpcLis, err := net.Listen("tcp", *grpcAddr)
+	if err != nil {
+		return err
+	}
+	httpLis, err := net.Listen("tcp", *httpAddr)
+	if err != nil {
+		return err
+	}
+	gs := grpc.NewServer()
+	server.RegisterGRPC(gs, svc)
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(gs, hs)
+	reflection.Register(gs)
+	httpSrv := &http.Server{Handler: server.HTTPHandler(svc), ReadHeaderTimeout: 10 * time.Second}
+
+	seqCtx, stopSequencers := context.WithCancel(ctx)
+	seqDone := make(chan error, 1)
+	go func() { seqDone <- svc.Run(seqCtx) }()
+	errc := make(chan error, 2)
+	go func() { errc <- gs.Serve(grpcLis) }()
+	go func() { errc <- httpSrv.Serve(httpLis) }()
+	logger.Info("tlogd serving", "grpc", grpcLis.Addr().String(), "http", "http://"+httpLis.Addr().String(), "storage", storageName(*databaseURL, *dataDir))
+
+	sigc := make(chan os.Signal, 1)
+	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM)
+	select {
+	case sig := <-sigc:
+		logger.Info("shutting down", "signal", sig.String())
+	case err := <-errc:
+		logger.Error("server failed", "err", err)
+	}
+
+	// Stop accepting; let requests in flight finish (their batches commit
+	// while the sequencers still run); then flush and stop the sequencers.
+	hs.Shutdown()
+	shutdownCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	stopped := make(chan struct{})
+	go func() { gs.GracefulStop(); close(stopped) }()
+	if err := httpSrv.Shutdown(shutdownCtx); err != nil {
+		logger.Warn("HTTP shutdown", "err", err)
+	}
+	select {
+	case <-stopped:
+	case <-shutdownCtx.Done():
+		gs.Stop()
+	}
+	stopSequencers()
+	<-seqDone
+	logger.Info("stopped")
+	return nil
+}
+
+func openStore(ctx context.Context, url, dataDir string, logger *slog.Logger) (storage.Store, error) {
+	if url != "" {
+		s, err := postgres.Open(ctx, url, postgres.Config{Logger: logger})
+		if err != nil {
+			return nil, fmt.Errorf("opening PostgreSQL: %w", err)
+		}
+		return s, nil
+	}
+	s, err := embedded.Open(filepath.Join(dataDir, "tlog.db"), embedded.Config{Logger: logger})
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func storageName(url, dataDir string) string {
+	if url != "" {
+		return "postgres"
+	}
+	return filepath.Join(dataDir, "tlog.db")
+}
+
+// flagsFromEnv sets every flag not given on the command line from its
+// TLOG_* environment variable.
+func flagsFromEnv(fs *flag.FlagSet) error {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		env := "TLOG_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := os.LookupEnv(env); ok && !set[f.Name] && err == nil {
+			if e := fs.Set(f.Name, v); e != nil {
+				err = fmt.Errorf("%s=%q: %w", env, v, e)
+			}
+		}
+	})
+	return err
+}
+
+func newLogger(level, format string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: l}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	}
+	return nil, errors.New("--log-format must be text or json")
+}
