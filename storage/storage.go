@@ -128,10 +128,14 @@ type Integrator interface {
 	// head from b.Prev to b.Checkpoint.TreeHead only if the stored head still
 	// equals b.Prev (else ErrConflict), stores the entries and their
 	// identities, upserts the tiles (a tile only ever grows) and stores the
-	// checkpoint. When it returns nil the batch is durable; on any error
-	// nothing is stored. It returns ErrLogNotFound for an unknown log, and
-	// ErrInvalid for a malformed batch (including an identity that is already
-	// in the log: callers de-duplicate with LookupIdentities first).
+	// checkpoint. When it returns nil the batch is durable. ErrConflict,
+	// ErrLogNotFound (unknown log) and ErrInvalid (a malformed batch,
+	// including an identity already in the log: callers de-duplicate with
+	// LookupIdentities first) mean nothing was stored. After any other error
+	// the outcome is unknown (the connection may have dropped during the
+	// commit): callers must re-read LatestCheckpoint before building on the
+	// head. A batch without entries re-signs the current head: its
+	// checkpoint replaces the stored one at that size, with the same root.
 	Integrate(ctx context.Context, log string, b *Batch) error
 }
 
@@ -143,7 +147,8 @@ type Reader interface {
 	// ErrNotFound if no checkpoint was signed at that size.
 	CheckpointAt(ctx context.Context, log string, size uint64) (Checkpoint, error)
 	// ListCheckpoints returns up to limit checkpoints with size > after, in
-	// increasing size order (empty when there are none).
+	// increasing size order (empty when there are none). A limit of 0 returns
+	// none; a negative limit is ErrInvalid.
 	ListCheckpoints(ctx context.Context, log string, after uint64, limit int) ([]Checkpoint, error)
 	// ReadTiles returns the contents of each hash tile (Level >= 0): at least
 	// Width*32 bytes, possibly more for a partial tile that has since grown.

@@ -58,6 +58,22 @@ func LeafHash(entry []byte) Hash {
 	return out
 }
 
+// Identity returns the de-duplication identity of a log entry: its leaf
+// hash, or, for an entry appended with an idempotency key, the SHA-256 of
+// "tlog idempotency key\x00" followed by the key. Appending an identity that
+// is already in a log returns the original index instead of a new leaf.
+func Identity(leafHash Hash, idempotencyKey string) Hash {
+	if idempotencyKey == "" {
+		return leafHash
+	}
+	h := sha256.New()
+	h.Write([]byte("tlog idempotency key\x00"))
+	h.Write([]byte(idempotencyKey))
+	var id Hash
+	h.Sum(id[:0])
+	return id
+}
+
 // NodeHash returns the RFC 6962 hash of an interior node.
 func NodeHash(left, right []byte) []byte { return hasher.HashChildren(left, right) }
 

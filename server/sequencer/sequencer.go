@@ -20,7 +20,6 @@ package sequencer
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -102,20 +101,6 @@ type Result struct {
 	Duplicate bool
 	// Checkpoint is the signed checkpoint that contains Index.
 	Checkpoint storage.Checkpoint
-}
-
-// Identity returns the de-duplication identity of an entry: the hash of its
-// idempotency key if it has one, else its leaf hash.
-func Identity(leafHash tree.Hash, idempotencyKey string) tree.Hash {
-	if idempotencyKey == "" {
-		return leafHash
-	}
-	h := sha256.New()
-	h.Write([]byte("tlog idempotency key\x00"))
-	h.Write([]byte(idempotencyKey))
-	var id tree.Hash
-	h.Sum(id[:0])
-	return id
 }
 
 type item struct {
@@ -283,7 +268,7 @@ func (s *Sequencer) Add(ctx context.Context, entries []Entry) ([]Result, error) 
 			return nil, fmt.Errorf("entry %d has %d bytes: %w", i, len(e.Data), ErrEntryTooLarge)
 		}
 		leaf := tree.LeafHash(e.Data)
-		r.items[i] = item{data: e.Data, leaf: leaf, identity: Identity(leaf, e.IdempotencyKey)}
+		r.items[i] = item{data: e.Data, leaf: leaf, identity: tree.Identity(leaf, e.IdempotencyKey)}
 	}
 	s.mu.Lock()
 	switch {

@@ -88,7 +88,7 @@ func testEmptyLog(e *env) {
 		_, err := s.ReadTiles(ctx, name, ts)
 		e.wantErr("ReadTiles("+ts[0].Path()+")", err, storage.ErrNotFound)
 	}
-	for _, ids := range [][]storage.Hash{nil, {tree.LeafHash([]byte("x")), IdempotencyIdentity("x")}} {
+	for _, ids := range [][]storage.Hash{nil, {tree.LeafHash([]byte("x")), tree.Identity(tree.Hash{}, "x")}} {
 		found, err := s.LookupIdentities(ctx, name, ids)
 		e.noErr("LookupIdentities", err)
 		if len(found) != 0 {
@@ -368,7 +368,7 @@ func testDedup(e *env) {
 
 	ids := []storage.Hash{
 		tree.LeafHash([]byte("absent")),
-		IdempotencyIdentity("absent"),
+		tree.Identity(tree.Hash{}, "absent"),
 		tree.LeafHash(other), // a leaf hash, but not an identity: 13 has a key
 	}
 	want := map[storage.Hash]uint64{}
@@ -390,7 +390,7 @@ func testDedup(e *env) {
 		{"leaf hash", tree.LeafHash(items[3].data), 3},
 		{"leaf hash of 3 entries", tree.LeafHash(same), 10},
 		{"leaf hash of a keyed entry", tree.LeafHash(other), 13},
-		{"identity of a keyed entry", IdempotencyIdentity("key-3"), 13},
+		{"identity of a keyed entry", tree.Identity(tree.Hash{}, "key-3"), 13},
 	} {
 		got, err := s.FindLeaf(ctx, name, c.h)
 		e.noErr("FindLeaf("+c.what+")", err)
@@ -433,7 +433,7 @@ func testDedup(e *env) {
 		want[en.Identity] = uint64(i)
 	}
 	for i := range 700 {
-		ids = append(ids, IdempotencyIdentity(fmt.Sprint("absent ", i)))
+		ids = append(ids, tree.Identity(tree.Hash{}, fmt.Sprint("absent ", i)))
 	}
 	found, err = s.LookupIdentities(ctx, name, ids)
 	e.noErr("LookupIdentities", err)
@@ -943,9 +943,9 @@ func testReopen(e *env) {
 		l.check()
 		l.verify()
 	}
-	found, err := e.s.LookupIdentities(e.ctx, a.name(), []storage.Hash{IdempotencyIdentity("key-1")})
+	found, err := e.s.LookupIdentities(e.ctx, a.name(), []storage.Hash{tree.Identity(tree.Hash{}, "key-1")})
 	e.noErr("LookupIdentities", err)
-	if idx, ok := found[IdempotencyIdentity("key-1")]; !ok || idx != 301 {
+	if idx, ok := found[tree.Identity(tree.Hash{}, "key-1")]; !ok || idx != 301 {
 		e.t.Fatalf("LookupIdentities(key-1) after reopening = %v, want index 301", found)
 	}
 

@@ -103,7 +103,7 @@ type item struct {
 
 func (it item) identity() storage.Hash {
 	if it.key != "" {
-		return IdempotencyIdentity(it.key)
+		return tree.Identity(tree.Hash{}, it.key)
 	}
 	return tree.LeafHash(it.data)
 }

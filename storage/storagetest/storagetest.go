@@ -17,7 +17,6 @@ package storagetest
 
 import (
 	"context"
-	"crypto/sha256"
 	"testing"
 
 	"github.com/tlog-dev/tlog/storage"
@@ -28,16 +27,6 @@ import (
 // factory cleans up the location itself (t.TempDir, t.Cleanup); the suite
 // closes every store it opens.
 type Factory func(t *testing.T) (open func() (storage.Store, error))
-
-// IdempotencyIdentity returns the identity of an entry appended with an
-// explicit idempotency key: SHA-256("tlog idempotency key\x00" || key). An
-// entry without a key has its leaf hash as identity.
-func IdempotencyIdentity(key string) storage.Hash {
-	h := sha256.New()
-	h.Write([]byte("tlog idempotency key\x00"))
-	h.Write([]byte(key))
-	return storage.Hash(h.Sum(nil))
-}
 
 // Run runs the conformance suite against the stores f creates. Each subtest
 // gets a fresh store.
