@@ -111,17 +111,29 @@ func (h *grpcHandler) GetEntries(req *tlogv1.GetEntriesRequest, stream grpc.Serv
 		if err != nil {
 			return GRPCError(err)
 		}
-		msg := &tlogv1.GetEntriesResponse{Entries: make([]*tlogv1.Entry, len(es))}
-		for i, e := range es {
-			msg.Entries[i] = entryProto(e)
+		// Split the entries so that no message nears gRPC's default 4 MiB
+		// limit: MaxEntriesPerRead entries of up to 64 KiB would.
+		for len(es) > 0 {
+			msg := &tlogv1.GetEntriesResponse{}
+			for n := 0; len(es) > 0 && (n == 0 || n+len(es[0].Data)+entryOverhead <= maxEntriesMessageSize); es = es[1:] {
+				msg.Entries = append(msg.Entries, entryProto(es[0]))
+				n += len(es[0].Data) + entryOverhead
+			}
+			if err := stream.Send(msg); err != nil {
+				return err
+			}
+			start += uint64(len(msg.Entries))
 		}
-		if err := stream.Send(msg); err != nil {
-			return err
-		}
-		start += uint64(len(es))
 	}
 	return nil
 }
+
+const (
+	// maxEntriesMessageSize bounds the entries of one GetEntries message.
+	maxEntriesMessageSize = 1 << 20
+	// entryOverhead bounds the encoding of an Entry beside its data.
+	entryOverhead = 64
+)
 
 func entryProto(e storage.Entry) *tlogv1.Entry {
 	return &tlogv1.Entry{Index: e.Index, Data: e.Data, LeafHash: e.LeafHash[:]}

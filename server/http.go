@@ -43,6 +43,9 @@ func httpError(w http.ResponseWriter, err error) {
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
+	// Errors are not cacheable (a 404 is, by default): a tile missing now
+	// exists once the tree grows.
+	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(code)
 	fmt.Fprintln(w, strings.ReplaceAll(err.Error(), "\n", " "))
 }

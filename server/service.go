@@ -58,6 +58,8 @@ type Service struct {
 	cfg Config
 	log *slog.Logger
 
+	createMu sync.Mutex // serializes CreateLog, so racing creators see the winner's log
+
 	mu     sync.RWMutex
 	logs   map[string]*logState
 	runCtx context.Context // set by Run; nil before
@@ -181,6 +183,8 @@ func (s *Service) CreateLog(ctx context.Context, name, origin string) (storage.L
 	if err := checkOrigin(origin); err != nil {
 		return storage.Log{}, err
 	}
+	s.createMu.Lock()
+	defer s.createMu.Unlock()
 	if _, err := s.cfg.Store.GetLog(ctx, name); err == nil {
 		return storage.Log{}, fmt.Errorf("log %q: %w", name, storage.ErrLogExists)
 	} else if !errors.Is(err, storage.ErrLogNotFound) {
@@ -372,6 +376,9 @@ func (s *Service) ConsistencyProof(ctx context.Context, log string, from, to uin
 	cp, err := s.Checkpoint(ctx, log, to)
 	if err != nil {
 		return nil, storage.Checkpoint{}, err
+	}
+	if from == 0 {
+		return nil, storage.Checkpoint{}, fmt.Errorf("%w: the first size must be at least 1 (every tree extends the empty tree)", ErrInvalidArgument)
 	}
 	if from > cp.Size {
 		if to == 0 {
