@@ -113,12 +113,14 @@ func (x *Log) GetCreateTime() *timestamppb.Timestamp {
 // CreateLogRequest is the request of AdminService.CreateLog.
 type CreateLogRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Short name of the new log. It must be usable as a single URL path
-	// segment; the server answers INVALID_ARGUMENT for names it does not
-	// accept.
+	// Short name of the new log: 1-64 letters, digits, '.', '_' or '-',
+	// starting with a letter or digit. Others are INVALID_ARGUMENT; a name in
+	// use is ALREADY_EXISTS.
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	// Origin line for the log's checkpoints. Optional: if empty, the server
-	// derives one from its configured base origin and name.
+	// Origin line for the log's checkpoints (and its key's name): printable,
+	// without spaces or '+', at most 256 bytes; ideally the schema-less URL
+	// prefix of the log. Optional: if empty, the server uses
+	// "tlog.localhost/logs/<name>".
 	Origin        string `protobuf:"bytes,2,opt,name=origin,proto3" json:"origin,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

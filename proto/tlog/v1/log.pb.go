@@ -25,9 +25,13 @@
 //   - Proof hashes are ordered as in RFC 6962 section 2.1: from the level of
 //     the leaves towards the root.
 //   - Errors use gRPC status codes: NOT_FOUND for an unknown log, entry or
-//     checkpoint; INVALID_ARGUMENT for a malformed request; OUT_OF_RANGE for
-//     an index or size beyond the latest tree size; RESOURCE_EXHAUSTED when
-//     the sequencer is full (retry later); UNAVAILABLE for transient faults.
+//     checkpoint; INVALID_ARGUMENT for a malformed request (one that can
+//     never succeed); OUT_OF_RANGE for an index or size beyond the latest
+//     tree size (it may succeed once the log grows); RESOURCE_EXHAUSTED when
+//     the sequencer is full (retry later); UNAVAILABLE for transient faults
+//     (storage down, shutting down; retrying an Append is safe);
+//     FAILED_PRECONDITION when the log stopped sequencing because storage
+//     disagrees with what it signed (an operator must investigate).
 
 package tlogv1
 
@@ -295,7 +299,7 @@ type GetCheckpointRequest struct {
 	Log string `protobuf:"bytes,1,opt,name=log,proto3" json:"log,omitempty"`
 	// Tree size of the wanted checkpoint; 0 means the latest. Only sizes at
 	// which the log signed a checkpoint can be asked for; others are
-	// NOT_FOUND.
+	// NOT_FOUND, and sizes beyond the latest are OUT_OF_RANGE.
 	TreeSize      uint64 `protobuf:"varint,2,opt,name=tree_size,json=treeSize,proto3" json:"tree_size,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -348,8 +352,8 @@ func (x *GetCheckpointRequest) GetTreeSize() uint64 {
 // GetCheckpointResponse is the response of LogService.GetCheckpoint.
 type GetCheckpointResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The signed checkpoint (note text), with any witness cosignatures the log
-	// holds for it.
+	// The signed checkpoint (note text). Once the log has witnesses, it will
+	// also carry the cosignatures the log holds for it.
 	Checkpoint []byte `protobuf:"bytes,1,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
 	// Tree size of the checkpoint, parsed from its body. Verify the checkpoint
 	// before relying on it.
@@ -600,7 +604,9 @@ type GetConsistencyProofRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Name of the log.
 	Log string `protobuf:"bytes,1,opt,name=log,proto3" json:"log,omitempty"`
-	// Size of the older tree; 0 < from_size <= to_size.
+	// Size of the older tree; 0 < from_size <= to_size. 0 and a from_size
+	// above an explicit to_size are INVALID_ARGUMENT; a from_size beyond the
+	// latest size with to_size 0 is OUT_OF_RANGE.
 	FromSize uint64 `protobuf:"varint,2,opt,name=from_size,json=fromSize,proto3" json:"from_size,omitempty"`
 	// Size of the newer tree; 0 means the latest checkpoint. It must be a size
 	// the log signed a checkpoint at.
@@ -1154,8 +1160,8 @@ func (*GetReceiptRequest_LeafHash) isGetReceiptRequest_Leaf() {}
 type GetReceiptResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The receipt: a C2SP tlog-proof document (c2sp.org/tlog-proof@v1) with the
-	// entry's index, its inclusion proof and the signed checkpoint, including
-	// the witness cosignatures the log holds. Anyone with the log's verifier
+	// entry's index, its inclusion proof and the signed checkpoint (with the
+	// witness cosignatures the log holds, once it has witnesses). Anyone with the log's verifier
 	// key (and, for a witness policy, the witnesses' keys) and the entry's data
 	// can verify it offline. Conventionally stored with extension .tlog-proof.
 	Receipt []byte `protobuf:"bytes,1,opt,name=receipt,proto3" json:"receipt,omitempty"`

@@ -25,9 +25,13 @@
 //   - Proof hashes are ordered as in RFC 6962 section 2.1: from the level of
 //     the leaves towards the root.
 //   - Errors use gRPC status codes: NOT_FOUND for an unknown log, entry or
-//     checkpoint; INVALID_ARGUMENT for a malformed request; OUT_OF_RANGE for
-//     an index or size beyond the latest tree size; RESOURCE_EXHAUSTED when
-//     the sequencer is full (retry later); UNAVAILABLE for transient faults.
+//     checkpoint; INVALID_ARGUMENT for a malformed request (one that can
+//     never succeed); OUT_OF_RANGE for an index or size beyond the latest
+//     tree size (it may succeed once the log grows); RESOURCE_EXHAUSTED when
+//     the sequencer is full (retry later); UNAVAILABLE for transient faults
+//     (storage down, shutting down; retrying an Append is safe);
+//     FAILED_PRECONDITION when the log stopped sequencing because storage
+//     disagrees with what it signed (an operator must investigate).
 
 package tlogv1
 
