@@ -117,6 +117,7 @@ type faultyStore struct {
 	down           atomic.Bool
 	failCommitting atomic.Bool
 	conflict       atomic.Value // a log name: its Integrate fails with ErrConflict
+	forked         atomic.Value // a log name: its stored head disagrees with its signed checkpoint
 }
 
 func (f *faultyStore) err() error {
@@ -165,7 +166,11 @@ func (f *faultyStore) LatestCheckpoint(ctx context.Context, log string) (storage
 	if err := f.err(); err != nil {
 		return storage.Checkpoint{}, err
 	}
-	return f.Store.LatestCheckpoint(ctx, log)
+	cp, err := f.Store.LatestCheckpoint(ctx, log)
+	if f.forked.Load() == log {
+		cp.Root[0] ^= 1
+	}
+	return cp, err
 }
 
 func (f *faultyStore) CheckpointAt(ctx context.Context, log string, size uint64) (storage.Checkpoint, error) {
@@ -341,13 +346,23 @@ func TestLogStopped(t *testing.T) {
 		e.appendData("a", []byte("1"))
 		before := e.snapshot("a")
 
+		// A lost compare-and-swap is retriable: the sequencer re-reads the
+		// head, finds it consistent, and goes on.
 		fs.conflict.Store("a")
+		_, err := e.log.Append(ctx, &tlogv1.AppendRequest{Log: "a", Entries: []*tlogv1.AppendEntry{{Data: []byte("2")}}})
+		if code(err) != codes.Unavailable {
+			t.Errorf("Append that lost the compare-and-swap: %v, want Unavailable", err)
+		}
+		// A head that disagrees with the signed checkpoint stops the log.
+		fs.forked.Store("a")
 		for i := range 2 {
 			_, err := e.log.Append(ctx, &tlogv1.AppendRequest{Log: "a", Entries: []*tlogv1.AppendEntry{{Data: []byte("2")}}})
 			if code(err) != codes.FailedPrecondition {
 				t.Errorf("Append %d to a stopped log: %v, want FailedPrecondition", i, err)
 			}
 		}
+		fs.forked.Store("")
+		fs.conflict.Store("")
 		resp, body := e.do(http.MethodPost, "/logs/a/add", []byte("3"))
 		if resp.StatusCode != http.StatusInternalServerError {
 			t.Errorf("add to a stopped log: %s %q, want 500", resp.Status, body)

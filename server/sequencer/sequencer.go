@@ -12,10 +12,12 @@
 // Errors come in two kinds. A batch error (storage unavailable, say) fails
 // the callers of that batch with an error wrapping ErrUnavailable; the
 // sequencer then re-reads the tree head from storage before the next batch,
-// so a batch that failed but was in fact persisted is never signed over. A
-// fatal error (storage disagrees with what the log signed, or another writer
-// moved the tree head) stops the sequencer: Run returns it and every caller
-// gets it, because continuing could fork the log.
+// so a batch that failed but was in fact persisted is never signed over.
+// The same happens when the compare-and-swap on the tree head fails because
+// another writer moved it. A fatal error (storage disagrees with what the
+// log signed, or holds a tree that is not consistent with it) stops the
+// sequencer: Run returns it and every caller gets it, because continuing
+// could fork the log.
 package sequencer
 
 import (
@@ -201,6 +203,9 @@ func (s *Sequencer) load(ctx context.Context) error {
 	}
 	if edge.Root() != c.Hash {
 		return fmt.Errorf("%w: stored tiles give root %x at size %d, but the log signed %x", ErrFatal, edge.Root(), c.Size, c.Hash)
+	}
+	if s.edge != nil && s.edge.Size() == edge.Size() && s.edge.Root() != edge.Root() {
+		return fmt.Errorf("%w: stored tree at size %d has root %x, but this sequencer signed %x", ErrFatal, edge.Size(), edge.Root(), s.edge.Root())
 	}
 	if s.edge != nil && s.edge.Size() != edge.Size() {
 		// A resync after a failed commit: the stored head may only have
@@ -437,9 +442,15 @@ func (s *Sequencer) integrate(ctx context.Context, batch []*request) error {
 	err = s.cfg.Store.Integrate(ctx, s.cfg.Log, &b.Batch)
 	switch {
 	case errors.Is(err, storage.ErrConflict):
-		err = fmt.Errorf("%w: another writer moved the tree head of log %q: %w", ErrFatal, s.cfg.Log, err)
-		s.finish(batch, err)
-		return err
+		// Another writer moved the head: a transaction of a previous
+		// incarnation of this log that committed after it died, or another
+		// sequencer. Nothing of this batch was stored. Re-read the head
+		// before the next batch; load refuses (fatally) a head that is not
+		// consistent with what this sequencer signed.
+		s.log.Warn("tree head moved under the sequencer; re-reading it", "size", s.edge.Size(), "err", err)
+		s.resync = true
+		s.finish(batch, fmt.Errorf("%w: %w", ErrUnavailable, err))
+		return nil
 	case err != nil:
 		// The batch may or may not be stored: find out from storage before
 		// the next one.

@@ -481,3 +481,30 @@ func fill(tb testing.TB, s *Sequencer, n int) {
 		tb.Fatal(err)
 	}
 }
+
+// TestHeadMovedByAnotherWriter runs two sequencers on one log, as after a
+// kill -9 whose last transaction commits after the restart: each loses the
+// compare-and-swap when the other moved the head, answers Unavailable,
+// re-reads the head (consistent with what it signed) and goes on. The log
+// never forks.
+func TestHeadMovedByAnotherWriter(t *testing.T) {
+	forEachDriver(t, func(t *testing.T, open func(t testing.TB) storage.Store) {
+		l := newTestLog(t, open(t))
+		a, b := start(t, l.config(t)), start(t, l.config(t))
+		ctx := context.Background()
+		if _, err := a.Add(ctx, []Entry{{Data: []byte("a1")}}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.Add(ctx, []Entry{{Data: []byte("b1")}}); !errors.Is(err, ErrUnavailable) || !errors.Is(err, storage.ErrConflict) {
+			t.Fatalf("stale sequencer: %v, want ErrUnavailable wrapping ErrConflict", err)
+		}
+		r, err := b.Add(ctx, []Entry{{Data: []byte("b1")}})
+		if err != nil || r[0].Index != 1 {
+			t.Fatalf("after re-reading the head: %+v, %v", r, err)
+		}
+		l.checkResult(t, r[0], []byte("b1"))
+		if size := l.verify(t); size != 2 {
+			t.Fatalf("size %d, want 2", size)
+		}
+	})
+}
