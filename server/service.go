@@ -49,6 +49,13 @@ type Config struct {
 	Sequencer sequencer.Config
 	// MaxEntriesPerRead bounds one ReadEntries call (default 1000).
 	MaxEntriesPerRead int
+	// TileCacheTiles is how many full hash tiles (about 16 KiB each, with
+	// their interior nodes) are kept in memory for proofs and tile reads,
+	// across all logs (default 4096: 64 MiB).
+	TileCacheTiles int
+	// BundleCacheBytes bounds the memory of cached full entry bundles
+	// (default 32 MiB).
+	BundleCacheBytes int
 	// Logger receives the service's logs (default slog.Default()).
 	Logger *slog.Logger
 }
@@ -59,6 +66,10 @@ type Service struct {
 	log *slog.Logger
 
 	createMu sync.Mutex // serializes CreateLog, so racing creators see the winner's log
+
+	// Full tiles and bundles never change, so caching them is safe.
+	tileC   *tree.Cache
+	bundleC *lru
 
 	mu     sync.RWMutex
 	logs   map[string]*logState
@@ -89,7 +100,19 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	if cfg.MaxEntriesPerRead <= 0 {
 		cfg.MaxEntriesPerRead = 1000
 	}
-	s := &Service{cfg: cfg, log: cfg.Logger, logs: make(map[string]*logState)}
+	if cfg.TileCacheTiles <= 0 {
+		cfg.TileCacheTiles = 4096
+	}
+	if cfg.BundleCacheBytes <= 0 {
+		cfg.BundleCacheBytes = 32 << 20
+	}
+	s := &Service{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		logs:    make(map[string]*logState),
+		tileC:   tree.NewCache(cfg.TileCacheTiles),
+		bundleC: newLRU(cfg.BundleCacheBytes),
+	}
 	logs, err := cfg.Store.ListLogs(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("listing logs: %w", err)
@@ -331,10 +354,11 @@ func (s *Service) Checkpoint(ctx context.Context, log string, size uint64) (stor
 	return cp, err
 }
 
+// tiles reads a log's hash tiles through the tile cache.
 func (s *Service) tiles(ctx context.Context, log string) tree.TileReader {
-	return tree.TileReaderFunc(func(ts []tile.Tile) ([][]byte, error) {
+	return s.tileC.Reader(log, tree.TileReaderFunc(func(ts []tile.Tile) ([][]byte, error) {
 		return s.cfg.Store.ReadTiles(ctx, log, ts)
-	})
+	}))
 }
 
 // InclusionProof proves that leaf index is in the tree of the given size (0:
@@ -423,6 +447,10 @@ func (s *Service) Tile(ctx context.Context, log string, t tile.Tile) ([]byte, er
 		return nil, fmt.Errorf("%s is not in the tree of size %d: %w", t.Path(), size, storage.ErrNotFound)
 	}
 	if t.IsEntries() {
+		key := bundleKey{log, t.Index}
+		if b, ok := s.bundleC.get(key); ok && t.IsFull() {
+			return b, nil
+		}
 		start := t.Index * tile.Width
 		es, err := s.cfg.Store.ReadEntries(ctx, log, start, start+uint64(t.Width))
 		if err != nil {
@@ -432,9 +460,12 @@ func (s *Service) Tile(ctx context.Context, log string, t tile.Tile) ([]byte, er
 		for _, e := range es {
 			b = tile.AppendBundleEntry(b, e.Data)
 		}
+		if t.IsFull() {
+			s.bundleC.put(key, b)
+		}
 		return b, nil
 	}
-	data, err := s.cfg.Store.ReadTiles(ctx, log, []tile.Tile{t})
+	data, err := s.tiles(ctx, log).ReadTiles([]tile.Tile{t})
 	if err != nil {
 		return nil, err
 	}

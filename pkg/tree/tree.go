@@ -97,8 +97,9 @@ func nodeTile(id compact.NodeID, size uint64) (tile.Tile, int, int, error) {
 
 // nodeHashes returns the hashes of the given perfect nodes of a tree of the
 // given size, reading each needed tile once.
+type span struct{ t, lo, hi int }
+
 func nodeHashes(r TileReader, ids []compact.NodeID, size uint64) ([][]byte, error) {
-	type span struct{ t, lo, hi int }
 	var tiles []tile.Tile
 	seen := make(map[tile.Tile]int)
 	spans := make([]span, len(ids))
@@ -118,23 +119,34 @@ func nodeHashes(r TileReader, ids []compact.NodeID, size uint64) ([][]byte, erro
 	if len(tiles) == 0 {
 		return nil, nil
 	}
+	if cr, ok := r.(*cacheReader); ok {
+		return cr.nodeHashes(ids, tiles, spans)
+	}
 	data, err := r.ReadTiles(tiles)
 	if err != nil {
 		return nil, err
 	}
-	if len(data) != len(tiles) {
-		return nil, fmt.Errorf("tile reader returned %d tiles, want %d", len(data), len(tiles))
-	}
-	for i, t := range tiles {
-		if len(data[i]) < t.Width*tile.HashSize {
-			return nil, fmt.Errorf("%w: %s has %d bytes, want at least %d", ErrMissingTile, t.Path(), len(data[i]), t.Width*tile.HashSize)
-		}
+	if err := checkTiles(tiles, data); err != nil {
+		return nil, err
 	}
 	out := make([][]byte, len(ids))
 	for i, s := range spans {
 		out[i] = subtreeHash(data[s.t][s.lo*tile.HashSize : s.hi*tile.HashSize])
 	}
 	return out, nil
+}
+
+// checkTiles checks that a TileReader returned every tile, wide enough.
+func checkTiles(tiles []tile.Tile, data [][]byte) error {
+	if len(data) != len(tiles) {
+		return fmt.Errorf("tile reader returned %d tiles, want %d", len(data), len(tiles))
+	}
+	for i, t := range tiles {
+		if len(data[i]) < t.Width*tile.HashSize {
+			return fmt.Errorf("%w: %s has %d bytes, want at least %d", ErrMissingTile, t.Path(), len(data[i]), t.Width*tile.HashSize)
+		}
+	}
+	return nil
 }
 
 // subtreeHash hashes a power-of-two run of consecutive hashes up to their
@@ -145,9 +157,21 @@ func subtreeHash(hashes []byte) []byte {
 	for i := range level {
 		level[i] = hashes[i*tile.HashSize : (i+1)*tile.HashSize]
 	}
+	if n == 1 {
+		return level[0]
+	}
+	// Hash in place in one buffer: this is the hot loop of proof building.
+	out := make([]byte, n/2*tile.HashSize)
+	var buf [1 + 2*tile.HashSize]byte
+	buf[0] = rfc6962.RFC6962NodeHashPrefix
 	for len(level) > 1 {
 		for i := 0; i < len(level)/2; i++ {
-			level[i] = hasher.HashChildren(level[2*i], level[2*i+1])
+			copy(buf[1:], level[2*i])
+			copy(buf[1+tile.HashSize:], level[2*i+1])
+			h := sha256.Sum256(buf[:])
+			dst := out[i*tile.HashSize : (i+1)*tile.HashSize]
+			copy(dst, h[:])
+			level[i] = dst
 		}
 		level = level[:len(level)/2]
 	}

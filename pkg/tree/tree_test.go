@@ -116,6 +116,15 @@ func TestAgainstSumdb(t *testing.T) {
 		sizes = append(sizes, s)
 	}
 	sizes = append(sizes, 1023, 1024, 1025, 4096, 65535, 65536)
+	// Every check runs on the plain store and through a small cache (so
+	// that tiles are evicted and read again).
+	cache := NewCache(3)
+	for _, r := range []TileReader{m, cache.Reader("log", m)} {
+		checkProofs(t, r, sizes, size, roots)
+	}
+}
+
+func checkProofs(t *testing.T, m TileReader, sizes []uint64, size uint64, roots []sumdb.Hash) {
 	rnd := rand.New(rand.NewPCG(1, 2))
 	for _, n := range sizes {
 		if n > size {
@@ -248,6 +257,11 @@ func BenchmarkAppend(b *testing.B) {
 }
 
 func BenchmarkInclusionProof(b *testing.B) {
+	b.Run("uncached", func(b *testing.B) { benchmarkInclusionProof(b, false) })
+	b.Run("cached", func(b *testing.B) { benchmarkInclusionProof(b, true) })
+}
+
+func benchmarkInclusionProof(b *testing.B, cached bool) {
 	m := newMemTiles(b)
 	leaves := make([]Hash, 1<<20)
 	for i := range leaves {
@@ -258,9 +272,13 @@ func BenchmarkInclusionProof(b *testing.B) {
 		b.Fatal(err)
 	}
 	m.put(tiles)
+	var r TileReader = m
+	if cached {
+		r = NewCache(1 << 13).Reader("log", m)
+	}
 	rnd := rand.New(rand.NewPCG(1, 2))
 	for b.Loop() {
-		if _, err := InclusionProof(m, rnd.Uint64N(e.Size()), e.Size()); err != nil {
+		if _, err := InclusionProof(r, rnd.Uint64N(e.Size()), e.Size()); err != nil {
 			b.Fatal(err)
 		}
 	}
