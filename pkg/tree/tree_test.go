@@ -274,7 +274,7 @@ func benchmarkInclusionProof(b *testing.B, cached bool) {
 	m.put(tiles)
 	var r TileReader = m
 	if cached {
-		r = NewCache(1 << 13).Reader("log", m)
+		r = NewCache(1<<13).Reader("log", m)
 	}
 	rnd := rand.New(rand.NewPCG(1, 2))
 	for b.Loop() {
