@@ -111,6 +111,11 @@ func run() error {
 	reflection.Register(gs)
 	httpSrv := &http.Server{Handler: server.HTTPHandler(svc), ReadHeaderTimeout: 10 * time.Second}
 
+	// Catch signals before serving, so that a SIGTERM soon after start
+	// still shuts down gracefully.
+	sigc := make(chan os.Signal, 1)
+	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM)
+
 	seqCtx, stopSequencers := context.WithCancel(ctx)
 	seqDone := make(chan error, 1)
 	go func() { seqDone <- svc.Run(seqCtx) }()
@@ -119,18 +124,21 @@ func run() error {
 	go func() { errc <- httpSrv.Serve(httpLis) }()
 	logger.Info("tlogd serving", "grpc", grpcLis.Addr().String(), "http", "http://"+httpLis.Addr().String(), "storage", storageName(*databaseURL, *dataDir))
 
-	sigc := make(chan os.Signal, 1)
-	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM)
+	var serveErr error
 	select {
 	case sig := <-sigc:
 		logger.Info("shutting down", "signal", sig.String())
-	case err := <-errc:
-		logger.Error("server failed", "err", err)
+	case serveErr = <-errc:
+		logger.Error("server failed", "err", serveErr)
 	}
 
-	// Stop accepting; let requests in flight finish (their batches commit
-	// while the sequencers still run); then flush and stop the sequencers.
+	// Stop accepting. Flush the sequencers at once, so that what is pooled
+	// commits now rather than when its batch falls due (possibly after the
+	// shutdown timeout, which would fail appends that then commit); appends
+	// that reach a sequencer from now on fail with UNAVAILABLE (HTTP 503),
+	// safe to retry. Then let the requests in flight finish.
 	hs.Shutdown()
+	stopSequencers()
 	shutdownCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	stopped := make(chan struct{})
@@ -143,10 +151,9 @@ func run() error {
 	case <-shutdownCtx.Done():
 		gs.Stop()
 	}
-	stopSequencers()
 	<-seqDone
 	logger.Info("stopped")
-	return nil
+	return serveErr
 }
 
 func openStore(ctx context.Context, url, dataDir string, logger *slog.Logger) (storage.Store, error) {
