@@ -43,6 +43,7 @@ func main() {
 }
 
 func run() error {
+	tuneGC()
 	fs := flag.NewFlagSet("tlogd", flag.ExitOnError)
 	var (
 		dataDir     = fs.String("data-dir", "tlog-data", "directory for the embedded store and, by default, the signing keys")
@@ -51,7 +52,7 @@ func run() error {
 		grpcAddr    = fs.String("grpc-addr", "127.0.0.1:7600", "gRPC listen address")
 		httpAddr    = fs.String("http-addr", "127.0.0.1:7601", "HTTP listen address")
 		batchSize   = fs.Int("batch-max-size", 4096, "most entries integrated in one batch")
-		batchAge    = fs.Duration("batch-max-age", 50*time.Millisecond, "longest an entry waits before its batch is integrated")
+		batchAge    = fs.Duration("batch-max-age", 10*time.Millisecond, "longest an entry waits before its batch is integrated")
 		maxPending  = fs.Int("max-pending", 0, "most entries waiting per log before appends are pushed back (default 16 * batch-max-size)")
 		origin      = fs.String("origin", "", "origin of the default log, when it is first created (default "+server.DefaultOrigin("default")+")")
 		logLevel    = fs.String("log-level", "info", "log level: debug, info, warn, error")

@@ -71,7 +71,7 @@ type Config struct {
 	// 4096). A single request larger than that is integrated alone.
 	MaxBatchSize int
 	// MaxBatchAge is the longest an entry waits in the pool before its batch
-	// is integrated (default 50ms).
+	// is integrated (default 10ms).
 	MaxBatchAge time.Duration
 	// MaxPending is the most entries waiting in the pool or in the batch
 	// being committed; Add beyond that fails with ErrPushback (default
@@ -156,7 +156,7 @@ func New(ctx context.Context, cfg Config) (*Sequencer, error) {
 		cfg.MaxBatchSize = 4096
 	}
 	if cfg.MaxBatchAge <= 0 {
-		cfg.MaxBatchAge = 50 * time.Millisecond
+		cfg.MaxBatchAge = 10 * time.Millisecond
 	}
 	if cfg.MaxPending <= 0 {
 		cfg.MaxPending = 16 * cfg.MaxBatchSize
