@@ -12,11 +12,11 @@ import (
 	"github.com/tlog-dev/tlog/pkg/tile"
 )
 
-// Cache keeps recently read full hash tiles in memory, for any number of
-// logs, together with the interior nodes of each tile's subtree, so that
-// building a proof from cached tiles hashes nothing. Full tiles never
-// change, so cached ones never go stale; partial tiles are not cached.
-// A Cache is safe for concurrent use.
+// Cache keeps recently read hash tiles in memory, for any number of logs,
+// together with the interior nodes of each tile's subtree, so that building
+// a proof from cached tiles hashes nothing. A tile of a given width never
+// changes (a partial tile of width W is always the first W hashes of the
+// tile), so cached tiles never go stale. A Cache is safe for concurrent use.
 type Cache struct {
 	mu    sync.Mutex
 	max   int
@@ -28,11 +28,13 @@ type cacheKey struct {
 	log   string
 	level int
 	index uint64
+	width int
 }
 
 type cachedTile struct {
 	key cacheKey
-	// levels[k] holds the 256>>k hashes k levels above the tile's own.
+	// levels[k] holds the width>>k hashes k levels above the tile's own
+	// (for a partial tile, the complete subtrees only).
 	levels [tile.Height + 1][]byte
 }
 
@@ -45,8 +47,8 @@ func NewCache(maxTiles int) *Cache {
 	return &Cache{max: max(maxTiles, 1), tiles: make(map[cacheKey]*list.Element)}
 }
 
-// Reader returns a TileReader for one log that answers full tiles from the
-// cache and reads the rest from r, caching the full tiles it reads.
+// Reader returns a TileReader for one log that answers tiles from the cache
+// and reads the others from r, caching them.
 func (c *Cache) Reader(log string, r TileReader) TileReader {
 	return &cacheReader{c: c, log: log, r: r}
 }
@@ -81,10 +83,10 @@ func (c *Cache) put(ct *cachedTile) {
 	}
 }
 
-// expand computes the interior levels of a full tile.
+// expand computes the interior levels of a tile.
 func expand(k cacheKey, hashes []byte) *cachedTile {
 	ct := &cachedTile{key: k}
-	ct.levels[0] = append([]byte(nil), hashes[:tile.Width*tile.HashSize]...)
+	ct.levels[0] = append([]byte(nil), hashes[:k.width*tile.HashSize]...)
 	var buf [1 + 2*tile.HashSize]byte
 	buf[0] = rfc6962.RFC6962NodeHashPrefix
 	for l := 1; l <= tile.Height; l++ {
@@ -106,10 +108,10 @@ func (ct *cachedTile) node(r uint, i int) []byte {
 	return ct.levels[r][i*tile.HashSize : (i+1)*tile.HashSize]
 }
 
-func (cr *cacheReader) key(t tile.Tile) cacheKey { return cacheKey{cr.log, t.Level, t.Index} }
+func (cr *cacheReader) key(t tile.Tile) cacheKey { return cacheKey{cr.log, t.Level, t.Index, t.Width} }
 
-// full returns the cached tile t (which must be full), reading it if needed.
-func (cr *cacheReader) full(ts []tile.Tile) ([]*cachedTile, error) {
+// cached returns the cached tiles ts, reading those it lacks.
+func (cr *cacheReader) cached(ts []tile.Tile) ([]*cachedTile, error) {
 	out := make([]*cachedTile, len(ts))
 	var missing []tile.Tile
 	var at []int
@@ -136,74 +138,29 @@ func (cr *cacheReader) full(ts []tile.Tile) ([]*cachedTile, error) {
 	return out, nil
 }
 
-// ReadTiles reads full tiles through the cache and partial ones from r.
+// ReadTiles reads tiles through the cache.
 func (cr *cacheReader) ReadTiles(ts []tile.Tile) ([][]byte, error) {
+	cts, err := cr.cached(ts)
+	if err != nil {
+		return nil, err
+	}
 	out := make([][]byte, len(ts))
-	var fullTiles, partial []tile.Tile
-	var fullAt, partialAt []int
-	for i, t := range ts {
-		if t.IsFull() {
-			fullTiles, fullAt = append(fullTiles, t), append(fullAt, i)
-		} else {
-			partial, partialAt = append(partial, t), append(partialAt, i)
-		}
-	}
-	if len(fullTiles) > 0 {
-		cts, err := cr.full(fullTiles)
-		if err != nil {
-			return nil, err
-		}
-		for j, i := range fullAt {
-			out[i] = cts[j].levels[0]
-		}
-	}
-	if len(partial) > 0 {
-		data, err := cr.r.ReadTiles(partial)
-		if err != nil {
-			return nil, err
-		}
-		for j, i := range partialAt {
-			out[i] = data[j]
-		}
+	for i, ct := range cts {
+		out[i] = ct.levels[0]
 	}
 	return out, nil
 }
 
-// nodeHashes computes the given nodes: those in full tiles from the cache's
-// interior levels, the others by hashing the partial tiles read from r.
+// nodeHashes looks the given nodes up in the cached tiles' interior levels.
 func (cr *cacheReader) nodeHashes(ids []compact.NodeID, tiles []tile.Tile, spans []span) ([][]byte, error) {
-	var fullTiles, partial []tile.Tile
-	pos := make([]int, len(tiles)) // index into fullTiles or partial
-	for i, t := range tiles {
-		if t.IsFull() {
-			pos[i] = len(fullTiles)
-			fullTiles = append(fullTiles, t)
-		} else {
-			pos[i] = len(partial)
-			partial = append(partial, t)
-		}
-	}
-	cts, err := cr.full(fullTiles)
+	cts, err := cr.cached(tiles)
 	if err != nil {
 		return nil, err
 	}
-	var data [][]byte
-	if len(partial) > 0 {
-		if data, err = cr.r.ReadTiles(partial); err != nil {
-			return nil, err
-		}
-		if err := checkTiles(partial, data); err != nil {
-			return nil, err
-		}
-	}
 	out := make([][]byte, len(ids))
 	for i, s := range spans {
-		if t := tiles[s.t]; t.IsFull() {
-			r := ids[i].Level % tile.Height
-			out[i] = cts[pos[s.t]].node(r, s.lo>>r)
-		} else {
-			out[i] = subtreeHash(data[pos[s.t]][s.lo*tile.HashSize : s.hi*tile.HashSize])
-		}
+		r := ids[i].Level % tile.Height
+		out[i] = cts[s.t].node(r, s.lo>>r)
 	}
 	return out, nil
 }
