@@ -124,8 +124,8 @@ func TestBadInput(t *testing.T) {
 			// Append.
 			{"Append/empty entry", appendReq(&tlogv1.AppendRequest{Log: log, Entries: entries([]byte{})}), codes.InvalidArgument},
 			{"Append/empty entry after a valid one", appendReq(&tlogv1.AppendRequest{Log: log, Entries: entries(ok, nil)}), codes.InvalidArgument},
-			{"Append/65536 bytes", appendReq(&tlogv1.AppendRequest{Log: log, Entries: entries(big)}), codes.InvalidArgument},
-			{"Append/65536 bytes after a valid one", appendReq(&tlogv1.AppendRequest{Log: log, Entries: entries(ok, big)}), codes.InvalidArgument},
+			{"Append/65536 bytes", appendReq(&tlogv1.AppendRequest{Log: log, Entries: entries(big)}), codes.ResourceExhausted},
+			{"Append/65536 bytes after a valid one", appendReq(&tlogv1.AppendRequest{Log: log, Entries: entries(ok, big)}), codes.ResourceExhausted},
 			{"Append/no entries", appendReq(&tlogv1.AppendRequest{Log: log}), codes.InvalidArgument},
 			{"Append/unknown log", appendReq(&tlogv1.AppendRequest{Log: "nope", Entries: entries(ok)}), codes.NotFound},
 			{"Append/no log name", appendReq(&tlogv1.AppendRequest{Entries: entries(ok)}), codes.NotFound},

@@ -5,13 +5,16 @@ import (
 	"errors"
 	"net/http"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/tlog-dev/tlog/pkg/checkpoint"
 	"github.com/tlog-dev/tlog/pkg/receipt"
 	"github.com/tlog-dev/tlog/pkg/tile"
 	"github.com/tlog-dev/tlog/pkg/tree"
+	"github.com/tlog-dev/tlog/server/auth"
 	"github.com/tlog-dev/tlog/server/sequencer"
 	"github.com/tlog-dev/tlog/storage"
 )
@@ -25,6 +28,10 @@ var errorCodes = []struct {
 }{
 	{context.Canceled, codes.Canceled, 499},
 	{context.DeadlineExceeded, codes.DeadlineExceeded, http.StatusGatewayTimeout},
+	{auth.ErrUnauthenticated, codes.Unauthenticated, http.StatusUnauthorized},
+	{auth.ErrPermissionDenied, codes.PermissionDenied, http.StatusForbidden},
+	{ErrRateLimited, codes.ResourceExhausted, http.StatusTooManyRequests},
+	{ErrTooLarge, codes.ResourceExhausted, http.StatusRequestEntityTooLarge},
 	{storage.ErrLogNotFound, codes.NotFound, http.StatusNotFound},
 	{storage.ErrNotFound, codes.NotFound, http.StatusNotFound},
 	{storage.ErrLogExists, codes.AlreadyExists, http.StatusConflict},
@@ -42,6 +49,7 @@ var errorCodes = []struct {
 	{tree.ErrSizeOutOfRange, codes.InvalidArgument, http.StatusBadRequest},
 	{sequencer.ErrPushback, codes.ResourceExhausted, http.StatusServiceUnavailable},
 	{ErrLogStopped, codes.FailedPrecondition, http.StatusInternalServerError},
+	{ErrNoWitnessPolicy, codes.FailedPrecondition, http.StatusNotFound},
 	{sequencer.ErrClosed, codes.Unavailable, http.StatusServiceUnavailable},
 	{sequencer.ErrUnavailable, codes.Unavailable, http.StatusServiceUnavailable},
 	{storage.ErrSchemaTooNew, codes.FailedPrecondition, http.StatusInternalServerError},
@@ -77,5 +85,12 @@ func GRPCError(err error) error {
 		return err
 	}
 	code, _ := Status(err)
-	return status.Error(code, err.Error())
+	st := status.New(code, err.Error())
+	var rl *RateLimitError
+	if errors.As(err, &rl) {
+		if d, e := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(rl.Wait)}); e == nil {
+			st = d
+		}
+	}
+	return st.Err()
 }

@@ -43,7 +43,11 @@ func (h *grpcHandler) Append(ctx context.Context, req *tlogv1.AppendRequest) (*t
 }
 
 func (h *grpcHandler) GetCheckpoint(ctx context.Context, req *tlogv1.GetCheckpointRequest) (*tlogv1.GetCheckpointResponse, error) {
-	cp, err := h.s.Checkpoint(ctx, req.GetLog(), req.GetTreeSize())
+	get := h.s.CosignedCheckpoint
+	if req.GetRequireWitnessPolicy() {
+		get = h.s.WitnessedCheckpoint
+	}
+	cp, err := get(ctx, req.GetLog(), req.GetTreeSize())
 	if err != nil {
 		return nil, GRPCError(err)
 	}
@@ -156,7 +160,10 @@ func (h *grpcHandler) GetReceipt(ctx context.Context, req *tlogv1.GetReceiptRequ
 	if err != nil {
 		return nil, GRPCError(err)
 	}
-	r, err := h.s.Receipt(ctx, req.GetLog(), idx, req.GetTreeSize())
+	r, err := h.s.ReceiptWith(ctx, req.GetLog(), idx, req.GetTreeSize(), ReceiptOptions{
+		IncludeCosignatures:  req.GetIncludeCosignatures(),
+		RequireWitnessPolicy: req.GetRequireWitnessPolicy(),
+	})
 	if err != nil {
 		return nil, GRPCError(err)
 	}
@@ -164,11 +171,19 @@ func (h *grpcHandler) GetReceipt(ctx context.Context, req *tlogv1.GetReceiptRequ
 }
 
 func logProto(l LogInfo) *tlogv1.Log {
-	return &tlogv1.Log{Name: l.Name, Origin: l.Origin, VerifierKey: l.VerifierKey, Size: l.Size, CreateTime: timestamppb.New(l.CreatedAt)}
+	return &tlogv1.Log{Name: l.Name, Origin: l.Origin, VerifierKey: l.VerifierKey, Size: l.Size, CreateTime: timestamppb.New(l.CreatedAt), WitnessPolicy: l.WitnessPolicy}
+}
+
+func (h *grpcHandler) SetWitnessPolicy(ctx context.Context, req *tlogv1.SetWitnessPolicyRequest) (*tlogv1.SetWitnessPolicyResponse, error) {
+	l, err := h.s.SetWitnessPolicy(ctx, req.GetLog(), req.GetWitnessPolicy())
+	if err != nil {
+		return nil, GRPCError(err)
+	}
+	return &tlogv1.SetWitnessPolicyResponse{Log: logProto(l)}, nil
 }
 
 func (h *grpcHandler) CreateLog(ctx context.Context, req *tlogv1.CreateLogRequest) (*tlogv1.CreateLogResponse, error) {
-	l, err := h.s.CreateLog(ctx, req.GetName(), req.GetOrigin())
+	l, err := h.s.CreateLogWithPolicy(ctx, req.GetName(), req.GetOrigin(), req.GetWitnessPolicy())
 	if err != nil {
 		return nil, GRPCError(err)
 	}

@@ -38,8 +38,8 @@ type httpHandler struct{ s *Service }
 // httpError writes a one-line reason with the status mapped from err.
 func httpError(w http.ResponseWriter, err error) {
 	_, code := Status(err)
-	if code == http.StatusServiceUnavailable {
-		w.Header().Set("Retry-After", "1")
+	if code == http.StatusServiceUnavailable || code == http.StatusTooManyRequests {
+		w.Header().Set("Retry-After", retryAfter(err))
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
@@ -76,7 +76,9 @@ func (h *httpHandler) add(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *httpHandler) checkpoint(w http.ResponseWriter, r *http.Request) {
-	cp, err := h.s.Checkpoint(r.Context(), r.PathValue("log"), 0)
+	// With the witness cosignatures collected so far, after the log's
+	// signature: still one valid signed note.
+	cp, err := h.s.CosignedCheckpoint(r.Context(), r.PathValue("log"), 0)
 	if err != nil {
 		httpError(w, err)
 		return

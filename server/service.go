@@ -14,15 +14,19 @@ import (
 	"sort"
 	"sync"
 	"time"
+	"unicode"
 
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/tlog-dev/tlog/pkg/checkpoint"
+	"github.com/tlog-dev/tlog/pkg/policy"
 	"github.com/tlog-dev/tlog/pkg/receipt"
 	"github.com/tlog-dev/tlog/pkg/tile"
 	"github.com/tlog-dev/tlog/pkg/tree"
+	"github.com/tlog-dev/tlog/server/auth"
 	"github.com/tlog-dev/tlog/server/keyfile"
 	"github.com/tlog-dev/tlog/server/sequencer"
+	"github.com/tlog-dev/tlog/server/witnessing"
 	"github.com/tlog-dev/tlog/storage"
 )
 
@@ -56,6 +60,16 @@ type Config struct {
 	// BundleCacheBytes bounds the memory of cached full entry bundles
 	// (default 32 MiB).
 	BundleCacheBytes int
+	// Limits bound entries, requests and the append rate (see Limits).
+	Limits Limits
+	// WitnessPolicy is the default witness policy, a C2SP tlog-policy text
+	// (https://c2sp.org/tlog-policy), for every log that has none of its
+	// own; empty: none. Its witnesses are asked to cosign the logs'
+	// checkpoints (see package witnessing).
+	WitnessPolicy string
+	// Witnessing configures the witness client; its Store and Logger are
+	// filled in by the Service.
+	Witnessing witnessing.Config
 	// Logger receives the service's logs (default slog.Default()).
 	Logger *slog.Logger
 }
@@ -71,6 +85,11 @@ type Service struct {
 	tileC   *tree.Cache
 	bundleC *lru
 
+	limits *limiter
+
+	wit           *witnessing.Witnesser
+	defaultPolicy *policy.Policy
+
 	mu     sync.RWMutex
 	logs   map[string]*logState
 	runCtx context.Context // set by Run; nil before
@@ -82,8 +101,9 @@ type logState struct {
 	seq      *sequencer.Sequencer
 	verifier note.Verifier
 
-	mu      sync.Mutex
-	stopped error // fatal error of the sequencer, if it stopped
+	mu        sync.Mutex
+	stopped   error  // fatal error of the sequencer, if it stopped
+	ownPolicy string // the log's own witness policy (info.WitnessPolicy is as loaded)
 }
 
 // New opens every log in the store: it loads each log's key from KeyDir,
@@ -113,6 +133,18 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		tileC:   tree.NewCache(cfg.TileCacheTiles),
 		bundleC: newLRU(cfg.BundleCacheBytes),
 	}
+	var err error
+	if s.limits, err = newLimiter(cfg.Limits); err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
+	if s.defaultPolicy, err = parseDefaultPolicy(cfg.WitnessPolicy); err != nil {
+		return nil, err
+	}
+	wcfg := cfg.Witnessing
+	wcfg.Store, wcfg.Logger = cfg.Store, s.log
+	if s.wit, err = witnessing.New(wcfg); err != nil {
+		return nil, err
+	}
 	logs, err := cfg.Store.ListLogs(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("listing logs: %w", err)
@@ -127,6 +159,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 			return nil, err
 		}
 		s.logs[l.Name] = ls
+		s.witness(ls)
 	}
 	return s, nil
 }
@@ -150,11 +183,12 @@ func (s *Service) openLog(ctx context.Context, l storage.Log, skey string) (*log
 	cfg := s.cfg.Sequencer
 	cfg.Store, cfg.Log, cfg.Signer, cfg.Verifier = s.cfg.Store, l.Name, signer, verifier
 	cfg.Logger = s.log
+	cfg.OnCommit = func(storage.Checkpoint) { s.wit.Notify(l.Name) }
 	seq, err := sequencer.New(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("log %q: %w", l.Name, err)
 	}
-	return &logState{info: l, seq: seq, verifier: verifier}, nil
+	return &logState{info: l, seq: seq, verifier: verifier, ownPolicy: l.WitnessPolicy}, nil
 }
 
 // Run sequences every log until ctx is done, then flushes what is pooled
@@ -171,6 +205,11 @@ func (s *Service) Run(ctx context.Context) error {
 	for _, ls := range s.logs {
 		s.start(ctx, ls)
 	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.wit.Run(ctx)
+	}()
 	s.mu.Unlock()
 	<-ctx.Done()
 	s.wg.Wait()
@@ -197,6 +236,12 @@ var logNameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._-]{0,63}$`)
 // name, with the same origin), and the log with its signed empty checkpoint.
 // An empty origin defaults to DefaultOrigin(name).
 func (s *Service) CreateLog(ctx context.Context, name, origin string) (storage.Log, error) {
+	return s.CreateLogWithPolicy(ctx, name, origin, "")
+}
+
+// CreateLogWithPolicy is CreateLog for a log with its own witness policy
+// (a C2SP tlog-policy text; empty: none, the server's default applies).
+func (s *Service) CreateLogWithPolicy(ctx context.Context, name, origin, witnessPolicy string) (storage.Log, error) {
 	if !logNameRE.MatchString(name) {
 		return storage.Log{}, fmt.Errorf("%w: log name %q must be 1-64 characters of letters, digits, '.', '_' and '-', starting with a letter or digit", ErrInvalidArgument, name)
 	}
@@ -204,6 +249,9 @@ func (s *Service) CreateLog(ctx context.Context, name, origin string) (storage.L
 		origin = DefaultOrigin(name)
 	}
 	if err := checkOrigin(origin); err != nil {
+		return storage.Log{}, err
+	}
+	if err := checkPolicySyntax(witnessPolicy); err != nil {
 		return storage.Log{}, err
 	}
 	s.createMu.Lock()
@@ -221,6 +269,9 @@ func (s *Service) CreateLog(ctx context.Context, name, origin string) (storage.L
 	if err != nil {
 		return storage.Log{}, err
 	}
+	if _, _, err := checkPolicy(witnessPolicy, vkey); err != nil {
+		return storage.Log{}, err
+	}
 	signer, err := checkpoint.NewSigner(skey)
 	if err != nil {
 		return storage.Log{}, err
@@ -230,7 +281,7 @@ func (s *Service) CreateLog(ctx context.Context, name, origin string) (storage.L
 	if err != nil {
 		return storage.Log{}, err
 	}
-	l := storage.Log{Name: name, Origin: origin, VerifierKey: vkey, CreatedAt: time.Now().UTC().Truncate(time.Microsecond)}
+	l := storage.Log{Name: name, Origin: origin, VerifierKey: vkey, CreatedAt: time.Now().UTC().Truncate(time.Microsecond), WitnessPolicy: witnessPolicy}
 	if err := s.cfg.Store.CreateLog(ctx, l, storage.Checkpoint{TreeHead: storage.TreeHead{Root: root}, Note: signed}); err != nil {
 		return storage.Log{}, err
 	}
@@ -238,6 +289,7 @@ func (s *Service) CreateLog(ctx context.Context, name, origin string) (storage.L
 	if err != nil {
 		return storage.Log{}, err
 	}
+	s.witness(ls)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.logs[name] = ls
@@ -258,7 +310,9 @@ func checkOrigin(origin string) error {
 		return fmt.Errorf("%w: origin is longer than 256 bytes", ErrInvalidArgument)
 	}
 	for _, r := range origin {
-		if r <= ' ' || r == '+' || r == 0x7f || r == 0xfffd {
+		// The key name rules of checkpoint.GenerateKey: no Unicode space
+		// or control character either (else key creation fails, later).
+		if r <= ' ' || r == '+' || r == 0x7f || r == 0xfffd || unicode.IsSpace(r) || unicode.IsControl(r) {
 			return fmt.Errorf("%w: origin %q must be printable, without spaces or '+'", ErrInvalidArgument, origin)
 		}
 	}
@@ -290,15 +344,20 @@ func (s *Service) GetLog(ctx context.Context, name string) (LogInfo, error) {
 	if err != nil {
 		return LogInfo{}, err
 	}
-	return LogInfo{Log: ls.info, Size: ls.seq.Latest().Size}, nil
+	return LogInfo{Log: ls.describe(), Size: ls.seq.Latest().Size}, nil
 }
 
-// ListLogs describes every log, ordered by name.
+// ListLogs describes every log, ordered by name; only those that the
+// auth.LogFilter of ctx keeps, if it has one.
 func (s *Service) ListLogs(ctx context.Context) []LogInfo {
+	keep := auth.LogFilter(ctx)
 	s.mu.RLock()
 	out := make([]LogInfo, 0, len(s.logs))
 	for _, ls := range s.logs {
-		out = append(out, LogInfo{Log: ls.info, Size: ls.seq.Latest().Size})
+		if keep != nil && !keep(ls.info.Name) {
+			continue
+		}
+		out = append(out, LogInfo{Log: ls.describe(), Size: ls.seq.Latest().Size})
 	}
 	s.mu.RUnlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
@@ -325,6 +384,9 @@ func (s *Service) Append(ctx context.Context, log string, entries []sequencer.En
 	ls.mu.Unlock()
 	if stopped != nil {
 		return nil, fmt.Errorf("%w: %w", ErrLogStopped, stopped)
+	}
+	if err := s.limits.check(ctx, entries); err != nil {
+		return nil, err
 	}
 	res, err := ls.seq.Add(ctx, entries)
 	if errors.Is(err, sequencer.ErrFatal) {

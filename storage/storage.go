@@ -55,6 +55,11 @@ type Log struct {
 	VerifierKey string
 	// CreatedAt is when the log was created.
 	CreatedAt time.Time
+	// WitnessPolicy is the log's own witness policy, a C2SP tlog-policy
+	// text (https://c2sp.org/tlog-policy), stored as given; empty means the
+	// log has none of its own (the server's default applies). Storage does
+	// not parse it.
+	WitnessPolicy string
 }
 
 // TreeHead is a tree size and its root hash.
@@ -113,13 +118,17 @@ type Store interface {
 
 // Logs creates and describes logs.
 type Logs interface {
-	// CreateLog creates a log with an initial checkpoint (normally the signed
-	// empty tree). It returns ErrLogExists if the name is taken.
+	// CreateLog creates a log (with its WitnessPolicy, if any) and its
+	// initial checkpoint (normally the signed empty tree). It returns
+	// ErrLogExists if the name is taken.
 	CreateLog(ctx context.Context, log Log, initial Checkpoint) error
 	// GetLog returns ErrLogNotFound if there is no such log.
 	GetLog(ctx context.Context, name string) (Log, error)
 	// ListLogs returns every log, ordered by name.
 	ListLogs(ctx context.Context) ([]Log, error)
+	// SetWitnessPolicy replaces the log's WitnessPolicy (empty clears it).
+	// It returns ErrLogNotFound if there is no such log.
+	SetWitnessPolicy(ctx context.Context, log, policy string) error
 }
 
 // Integrator writes batches.

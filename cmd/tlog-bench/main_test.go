@@ -331,7 +331,7 @@ func TestSmoke(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.mode+strings.Join(tt.args, ""), func(t *testing.T) {
 			args := append([]string{"--mode", tt.mode, "--grpc-addr", grpcAddr, "--http-addr", httpAddr,
-				"--duration", "1s", "--warmup", "200ms", "--json", "--server-pid", strconv.Itoa(pid)}, tt.args...)
+				"--duration", "3s", "--warmup", "300ms", "--json", "--server-pid", strconv.Itoa(pid)}, tt.args...)
 			cmd := exec.Command(bench, args...)
 			var stdout, stderr bytes.Buffer
 			cmd.Stdout, cmd.Stderr = &stdout, &stderr

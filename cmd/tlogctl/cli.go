@@ -14,7 +14,6 @@ import (
 
 	"golang.org/x/mod/sumdb/note"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/tlog-dev/tlog/pkg/checkpoint"
@@ -38,6 +37,7 @@ type cli struct {
 	vkey    string
 	json    bool
 	timeout time.Duration
+	tlsOpts transportFlags // --token, --tls, --tls-ca, --tls-cert, --tls-key, --insecure (creds.go)
 
 	conn *grpc.ClientConn
 }
@@ -49,6 +49,12 @@ var globals = []struct{ name, env, def, usage string }{
 	{"vkey", "TLOG_VKEY", "", "the log's verifier key (`KEY`: \"<origin>+<key id>+<base64 key>\", or @FILE to read it from FILE);\nwithout it the key the server reports is trusted on first use"},
 	{"json", "TLOG_JSON", "false", "print JSON (one object, or one object per line for lists) instead of text"},
 	{"timeout", "TLOG_TIMEOUT", "30s", "deadline of each request to the server (0: none)"},
+	{"token", "TLOG_TOKEN", "", "bearer `TOKEN` sent with every request (see 'tlogd token new'), or @FILE to read it from FILE;\nonly over TLS, or to a loopback address (prefer TLOG_TOKEN or @FILE: arguments are visible to other users)"},
+	{"tls", "TLOG_TLS", "false", "connect over TLS, verifying the server with the system's CAs"},
+	{"tls-ca", "TLOG_TLS_CA", "", "connect over TLS, verifying the server with the PEM CA certificates in `FILE`"},
+	{"tls-cert", "TLOG_TLS_CERT", "", "PEM client certificate `FILE` for servers that require one (with --tls-key)"},
+	{"tls-key", "TLOG_TLS_KEY", "", "PEM private key `FILE` of --tls-cert"},
+	{"insecure", "TLOG_INSECURE", "false", "connect over TLS without verifying the server's certificate (for tests only)"},
 }
 
 // setGlobals sets the global flags to their defaults, taken from the
@@ -89,6 +95,8 @@ func (c *cli) defineGlobals(fs *flag.FlagSet) {
 			fs.BoolVar(&c.json, g.name, c.json, usage)
 		case "timeout":
 			fs.DurationVar(&c.timeout, g.name, c.timeout, usage)
+		default:
+			c.tlsOpts.define(fs, g.name, usage)
 		}
 	}
 }
@@ -187,10 +195,13 @@ func (c *cli) dial() (*grpc.ClientConn, error) {
 	if c.conn != nil {
 		return c.conn, nil
 	}
-	conn, err := grpc.NewClient(c.addr,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+	transport, err := c.tlsOpts.dialOptions(c.addr)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := grpc.NewClient(c.addr, append(transport,
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvMsgSize)),
-		grpc.WithUnaryInterceptor(c.deadline))
+		grpc.WithUnaryInterceptor(c.deadline))...)
 	if err != nil {
 		return nil, fmt.Errorf("--addr %q: %w", c.addr, err)
 	}

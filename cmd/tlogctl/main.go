@@ -45,7 +45,7 @@ var commands []*command
 func init() {
 	commands = []*command{
 		appendCmd, checkpointCmd, getCmd, proveInclusionCmd, proveConsistencyCmd,
-		receiptCmd, verifyReceiptCmd, logsCmd, createLogCmd, helpCmd,
+		receiptCmd, verifyReceiptCmd, auditCmd, logsCmd, createLogCmd, helpCmd,
 	}
 }
 

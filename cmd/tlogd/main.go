@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -36,6 +35,12 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "fsck" {
+		os.Exit(fsckMain(context.Background(), os.Args[2:], os.Stdout, os.Stderr))
+	}
+	if len(os.Args) > 1 && os.Args[1] == "token" {
+		os.Exit(tokenMain(os.Args[2:], os.Stdout, os.Stderr))
+	}
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "tlogd:", err)
 		os.Exit(1)
@@ -58,6 +63,8 @@ func run() error {
 		logLevel    = fs.String("log-level", "info", "log level: debug, info, warn, error")
 		logFormat   = fs.String("log-format", "text", "log format: text or json")
 	)
+	secFlags := defineSecurityFlags(fs)
+	witFlags := defineWitnessFlags(fs)
 	fs.Parse(os.Args[1:])
 	if err := flagsFromEnv(fs); err != nil {
 		return err
@@ -71,6 +78,14 @@ func run() error {
 	}
 
 	ctx := context.Background()
+	sec, err := secFlags.setup(ctx, logger)
+	if err != nil {
+		return err
+	}
+	witnessPolicy, err := witFlags.policy()
+	if err != nil {
+		return err
+	}
 	store, err := openStore(ctx, *databaseURL, *dataDir, logger)
 	if err != nil {
 		return err
@@ -78,10 +93,12 @@ func run() error {
 	defer store.Close()
 
 	svc, err := server.New(ctx, server.Config{
-		Store:     store,
-		KeyDir:    *keyDir,
-		Sequencer: sequencer.Config{MaxBatchSize: *batchSize, MaxBatchAge: *batchAge, MaxPending: *maxPending},
-		Logger:    logger,
+		Store:         store,
+		KeyDir:        *keyDir,
+		Sequencer:     sequencer.Config{MaxBatchSize: *batchSize, MaxBatchAge: *batchAge, MaxPending: *maxPending},
+		Limits:        secFlags.limits,
+		WitnessPolicy: witnessPolicy,
+		Logger:        logger,
 	})
 	if err != nil {
 		return err
@@ -105,12 +122,13 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	gs := grpc.NewServer()
+	sec.warnIfOpen(grpcLis.Addr(), httpLis.Addr())
+	gs := grpc.NewServer(sec.grpcOptions()...)
 	server.RegisterGRPC(gs, svc)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
 	reflection.Register(gs)
-	httpSrv := &http.Server{Handler: server.HTTPHandler(svc), ReadHeaderTimeout: 10 * time.Second}
+	httpSrv := sec.httpServer(server.HTTPHandler(svc))
 
 	// Catch signals before serving, so that a SIGTERM soon after start
 	// still shuts down gracefully.
@@ -122,8 +140,8 @@ func run() error {
 	go func() { seqDone <- svc.Run(seqCtx) }()
 	errc := make(chan error, 2)
 	go func() { errc <- gs.Serve(grpcLis) }()
-	go func() { errc <- httpSrv.Serve(httpLis) }()
-	logger.Info("tlogd serving", "grpc", grpcLis.Addr().String(), "http", "http://"+httpLis.Addr().String(), "storage", storageName(*databaseURL, *dataDir))
+	go func() { errc <- sec.serveHTTP(httpSrv, httpLis) }()
+	logger.Info("tlogd serving", "grpc", grpcLis.Addr().String(), "http", sec.httpScheme()+"://"+httpLis.Addr().String(), "storage", storageName(*databaseURL, *dataDir))
 
 	var serveErr error
 	select {
@@ -161,7 +179,7 @@ func openStore(ctx context.Context, url, dataDir string, logger *slog.Logger) (s
 	if url != "" {
 		s, err := postgres.Open(ctx, url, postgres.Config{Logger: logger})
 		if err != nil {
-			return nil, fmt.Errorf("opening PostgreSQL: %w", err)
+			return nil, fmt.Errorf("opening PostgreSQL: %w", redactDB(err, url))
 		}
 		return s, nil
 	}

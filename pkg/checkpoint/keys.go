@@ -99,21 +99,23 @@ func parsePrivateKey(skey string) (name string, hash uint32, priv ed25519.Privat
 	}
 	name, rest, _ = strings.Cut(rest, "+")
 	hash16, key64, _ := strings.Cut(rest, "+")
-	if err := checkKeyName(name); err != nil {
-		return "", 0, nil, fmt.Errorf("checkpoint: private key: %w", err)
+	// Errors quote nothing of skey but a well-formed key ID: in a malformed
+	// key string (a missing field, a stray space) any field, the name
+	// included, may be key material.
+	if why := keyNameProblem(name); why != "" {
+		return "", 0, nil, errors.New("checkpoint: private key: key name " + why)
 	}
-	// Do not echo key material in errors.
 	hash, err = parseKeyID(hash16)
 	if err != nil {
-		return "", 0, nil, fmt.Errorf("checkpoint: private key %s: %w", name, err)
+		return "", 0, nil, errors.New("checkpoint: private key: key ID is not 8 lowercase hexadecimal digits")
 	}
 	seed, err := parseKeyMaterial(key64)
 	if err != nil {
-		return "", 0, nil, fmt.Errorf("checkpoint: private key %s: malformed key material", name)
+		return "", 0, nil, errors.New("checkpoint: private key: malformed key material")
 	}
 	priv = ed25519.NewKeyFromSeed(seed)
 	if want := keyID(name, priv.Public().(ed25519.PublicKey)); hash != want {
-		return "", 0, nil, fmt.Errorf("checkpoint: private key %s: key ID %08x does not match the key (want %08x)", name, hash, want)
+		return "", 0, nil, fmt.Errorf("checkpoint: private key: key ID %08x does not match the key and name (want %08x)", hash, want)
 	}
 	return name, hash, priv, nil
 }
@@ -156,19 +158,32 @@ func parseKeyMaterial(s string) ([]byte, error) {
 // checkpoint origin: non-empty valid UTF-8 with no Unicode spaces, no plus
 // signs and no control characters.
 func checkKeyName(name string) error {
+	switch why := keyNameProblem(name); {
+	case why == "":
+		return nil
+	case name == "":
+		return errors.New("key name " + why)
+	default:
+		return fmt.Errorf("key name %q %s", name, why)
+	}
+}
+
+// keyNameProblem says what makes name an invalid key name ("is empty",
+// "contains a space", ...), or returns "" if it is valid.
+func keyNameProblem(name string) string {
 	switch {
 	case name == "":
-		return errors.New("key name is empty")
+		return "is empty"
 	case !utf8.ValidString(name):
-		return fmt.Errorf("key name %q is not valid UTF-8", name)
+		return "is not valid UTF-8"
 	case strings.ContainsRune(name, '+'):
-		return fmt.Errorf("key name %q contains a plus sign", name)
+		return "contains a plus sign"
 	case strings.IndexFunc(name, unicode.IsSpace) >= 0:
-		return fmt.Errorf("key name %q contains a space", name)
+		return "contains a space"
 	case strings.IndexFunc(name, unicode.IsControl) >= 0:
-		return fmt.Errorf("key name %q contains a control character", name)
+		return "contains a control character"
 	}
-	return nil
+	return ""
 }
 
 // keyID is SHA-256(name || "\n" || 0x01 || public key)[:4], big-endian.

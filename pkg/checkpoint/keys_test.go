@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"encoding/base64"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -180,4 +181,102 @@ func TestVerifierRejectsBadSignatures(t *testing.T) {
 			t.Errorf("%s: bad signature accepted", name)
 		}
 	}
+}
+
+// fuzzSkey is a fixed private key. The key fuzz targets put its key material
+// (base64 of 0x01 || seed, see fuzzSeed; it has no '+') wherever the input
+// says "SEED", so that the fuzzer can misplace key material in every part of
+// a key string.
+var fuzzSkey, fuzzVkey = func() (string, string) {
+	skey, vkey, err := checkpoint.GenerateKey("example.com/log", strings.NewReader("tlog: a key for fuzzing, public."))
+	if err != nil {
+		panic(err)
+	}
+	return skey, vkey
+}()
+
+func fuzzSeed() string { return fuzzSkey[strings.LastIndexByte(fuzzSkey, '+')+1:] }
+
+// leaks reports whether msg holds 12 or more consecutive characters of
+// secret.
+func leaks(msg, secret string) bool {
+	for i := 0; i+12 <= len(secret); i++ {
+		if strings.Contains(msg, secret[i:i+12]) {
+			return true
+		}
+	}
+	return false
+}
+
+// FuzzNewSigner checks the private key parser: no panic, no key material in
+// errors, and every key it accepts is one x/mod accepts, with the same name
+// and key ID, that signs what its verifier key verifies.
+func FuzzNewSigner(f *testing.F) {
+	seed := fuzzSeed()
+	templ := strings.Replace(fuzzSkey, seed, "SEED", 1)
+	for _, s := range []string{
+		templ, "PRIVATE+KEY+SEED", "PRIVATE+KEY+example.com/log+SEED", "PRIVATE+KEY+SEED+SEED",
+		"PRIVATE+KEY+ SEED", "PRIVATE+KEY+example.com/log+SEED+SEED", templ + "\n", "SEED", "",
+		strings.Replace(templ, "+SEED", "+0000SEED", 1), strings.Replace(templ, "example.com/log", "a b", 1),
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		skey := strings.ReplaceAll(s, "SEED", seed)
+		signer, err := checkpoint.NewSigner(skey)
+		vkey, verr := checkpoint.VerifierKey(skey)
+		if (err == nil) != (verr == nil) {
+			t.Fatalf("NewSigner error %v, VerifierKey error %v", err, verr)
+		}
+		if err != nil {
+			if strings.Contains(s, "SEED") && (leaks(err.Error(), seed) || leaks(verr.Error(), seed)) {
+				t.Fatalf("error leaks key material:\n%v\n%v", err, verr)
+			}
+			return
+		}
+		xs, err := note.NewSigner(skey)
+		if err != nil {
+			t.Fatalf("accepted %q, which x/mod refuses: %v", skey, err)
+		}
+		if signer.Name() != xs.Name() || signer.KeyHash() != xs.KeyHash() {
+			t.Fatalf("signer %s/%08x, x/mod %s/%08x", signer.Name(), signer.KeyHash(), xs.Name(), xs.KeyHash())
+		}
+		v, err := checkpoint.NewVerifier(vkey)
+		if err != nil {
+			t.Fatalf("verifier key %q of an accepted private key: %v", vkey, err)
+		}
+		msg := []byte("fuzz\n")
+		sig, err := signer.Sign(msg)
+		if err != nil || !v.Verify(msg, sig) {
+			t.Fatalf("signature does not verify (%v)", err)
+		}
+	})
+}
+
+// FuzzNewVerifier checks the verifier key parser (verifier keys reach
+// clients over the network, from GetLog and /logs): no panic, one encoding
+// per key, and nothing x/mod refuses.
+func FuzzNewVerifier(f *testing.F) {
+	for _, s := range []string{
+		fuzzVkey, fuzzVkey + "\n", "example.com/log", "example.com/log+00000000+", "a+b+c+d", "",
+		strings.ToUpper(fuzzVkey), strings.TrimSuffix(fuzzVkey, "="), "PRIVATE+KEY+" + fuzzVkey,
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, vkey string) {
+		v, err := checkpoint.NewVerifier(vkey)
+		if err != nil {
+			return
+		}
+		if prefix := fmt.Sprintf("%s+%08x+", v.Name(), v.KeyHash()); !strings.HasPrefix(vkey, prefix) {
+			t.Fatalf("parsed %q as %s", vkey, prefix)
+		}
+		xv, err := note.NewVerifier(vkey)
+		if err != nil {
+			t.Fatalf("accepted %q, which x/mod refuses: %v", vkey, err)
+		}
+		if v.Name() != xv.Name() || v.KeyHash() != xv.KeyHash() {
+			t.Fatalf("verifier %s/%08x, x/mod %s/%08x", v.Name(), v.KeyHash(), xv.Name(), xv.KeyHash())
+		}
+	})
 }

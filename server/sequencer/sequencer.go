@@ -81,6 +81,10 @@ type Config struct {
 	Now func() time.Time
 	// Logger receives the sequencer's logs (default slog.Default()).
 	Logger *slog.Logger
+	// OnCommit, if set, is called with the new checkpoint after each batch
+	// commits (from the Run goroutine: it must return at once, e.g. by
+	// signalling another goroutine). The witness client uses it.
+	OnCommit func(storage.Checkpoint)
 }
 
 // Entry is an entry to append.
@@ -451,6 +455,16 @@ func (s *Sequencer) integrate(ctx context.Context, batch []*request) error {
 		s.resync = true
 		s.finish(batch, fmt.Errorf("%w: %w", ErrUnavailable, err))
 		return nil
+	case errors.Is(err, storage.ErrInvalid):
+		// prepare built a well-formed batch on the stored head, so storage
+		// refused it because what it holds disagrees with the tree this
+		// sequencer extends: a stored tile the batch would rewrite (the
+		// head was moved back, below tiles that had grown past it: a
+		// rollback) or an identity stored without its entry. Nothing was
+		// stored, retrying cannot help, and going on could fork the log.
+		fatal := fmt.Errorf("%w: storage refused the batch that extends size %d: it holds data that disagrees with the tree the log signed (rolled back or tampered with? run tlogd fsck): %w", ErrFatal, s.edge.Size(), err)
+		s.finish(batch, fatal)
+		return fatal
 	case err != nil:
 		// The batch may or may not be stored: find out from storage before
 		// the next one.
@@ -461,6 +475,9 @@ func (s *Sequencer) integrate(ctx context.Context, batch []*request) error {
 	}
 	s.edge, s.head = b.edge, b.Checkpoint
 	s.latest.set(b.Checkpoint)
+	if s.cfg.OnCommit != nil {
+		s.cfg.OnCommit(b.Checkpoint)
+	}
 	for _, r := range batch {
 		for i := range r.results {
 			r.results[i].Checkpoint = b.Checkpoint

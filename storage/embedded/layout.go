@@ -20,6 +20,8 @@ type logRecord struct {
 	// Size and Root are the current tree head.
 	Size uint64 `json:"size"`
 	Root []byte `json:"root"`
+	// WitnessPolicy is the log's own tlog-policy text (empty: none).
+	WitnessPolicy string `json:"witness_policy,omitempty"`
 }
 
 func (r *logRecord) head() storage.TreeHead {
@@ -91,7 +93,7 @@ func (lb *logBuckets) putRecord(r *logRecord) error {
 }
 
 func (r *logRecord) log(name string) storage.Log {
-	return storage.Log{Name: name, Origin: r.Origin, VerifierKey: r.VerifierKey, CreatedAt: r.CreatedAt}
+	return storage.Log{Name: name, Origin: r.Origin, VerifierKey: r.VerifierKey, CreatedAt: r.CreatedAt, WitnessPolicy: r.WitnessPolicy}
 }
 
 // Key and value encodings.

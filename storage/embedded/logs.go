@@ -26,11 +26,12 @@ func (s *Store) CreateLog(ctx context.Context, log storage.Log, initial storage.
 		log.CreatedAt = time.Now()
 	}
 	rec := &logRecord{
-		Origin:      log.Origin,
-		VerifierKey: log.VerifierKey,
-		CreatedAt:   log.CreatedAt.Round(0), // no monotonic clock reading
-		Size:        initial.Size,
-		Root:        initial.Root[:],
+		Origin:        log.Origin,
+		VerifierKey:   log.VerifierKey,
+		CreatedAt:     log.CreatedAt.Round(0), // no monotonic clock reading
+		Size:          initial.Size,
+		Root:          initial.Root[:],
+		WitnessPolicy: log.WitnessPolicy,
 	}
 	return s.db.Update(func(tx *bolt.Tx) error {
 		key := []byte(log.Name)
@@ -98,4 +99,24 @@ func (s *Store) ListLogs(ctx context.Context) ([]storage.Log, error) {
 		return nil, err
 	}
 	return logs, nil
+}
+
+// SetWitnessPolicy replaces the log's witness policy, or returns an error
+// wrapping storage.ErrLogNotFound.
+func (s *Store) SetWitnessPolicy(ctx context.Context, name, policy string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		lb, err := openLog(tx, name)
+		if err != nil {
+			return err
+		}
+		rec, err := lb.record()
+		if err != nil {
+			return err
+		}
+		rec.WitnessPolicy = policy
+		return lb.putRecord(rec)
+	})
 }

@@ -28,14 +28,14 @@ func (s *Store) CreateLog(ctx context.Context, log storage.Log, initial storage.
 	var id int64
 	err = s.pool.QueryRow(ctx, `
 WITH l AS (
-    INSERT INTO logs (name, origin, verifier_key, created_at, tree_size, root_hash)
-    VALUES ($1, $2, $3, COALESCE($4, now()), $5, $6)
+    INSERT INTO logs (name, origin, verifier_key, created_at, tree_size, root_hash, witness_policy)
+    VALUES ($1, $2, $3, COALESCE($4, now()), $5, $6, $8)
     RETURNING id
 )
 INSERT INTO checkpoints (log_id, size, root_hash, note)
 SELECT id, $5, $6, $7 FROM l
 RETURNING log_id`,
-		log.Name, log.Origin, log.VerifierKey, created, size, initial.Root[:], nonNil(initial.Note)).Scan(&id)
+		log.Name, log.Origin, log.VerifierKey, created, size, initial.Root[:], nonNil(initial.Note), log.WitnessPolicy).Scan(&id)
 	if code, constraint := pgCode(err); code == codeUniqueViolation && constraint == "logs_name_key" {
 		return fmt.Errorf("postgres: %w: %q", storage.ErrLogExists, log.Name)
 	}
@@ -46,14 +46,14 @@ RETURNING log_id`,
 	return nil
 }
 
-const selectLog = `SELECT id, name, origin, verifier_key, created_at FROM logs`
+const selectLog = `SELECT id, name, origin, verifier_key, created_at, witness_policy FROM logs`
 
 func scanLog(row pgx.Row) (int64, storage.Log, error) {
 	var (
 		id int64
 		l  storage.Log
 	)
-	err := row.Scan(&id, &l.Name, &l.Origin, &l.VerifierKey, &l.CreatedAt)
+	err := row.Scan(&id, &l.Name, &l.Origin, &l.VerifierKey, &l.CreatedAt, &l.WitnessPolicy)
 	l.CreatedAt = l.CreatedAt.UTC()
 	return id, l, err
 }
@@ -90,4 +90,17 @@ func (s *Store) ListLogs(ctx context.Context) ([]storage.Log, error) {
 		return nil, s.fail(ctx, err, "list logs")
 	}
 	return logs, nil
+}
+
+// SetWitnessPolicy replaces the log's witness policy, or returns
+// storage.ErrLogNotFound.
+func (s *Store) SetWitnessPolicy(ctx context.Context, log, policy string) error {
+	tag, err := s.pool.Exec(ctx, `UPDATE logs SET witness_policy = $2 WHERE name = $1`, log, policy)
+	if err != nil {
+		return s.fail(ctx, err, "set witness policy of %q", log)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("postgres: %w: %q", storage.ErrLogNotFound, log)
+	}
+	return nil
 }

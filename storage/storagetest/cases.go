@@ -149,6 +149,7 @@ func testUnknownLog(e *env) {
 			return s.AddCosignatures(ctx, absent, 0, []storage.Cosignature{{KeyID: "w+01020304", Signature: []byte("— w AQIDBA==")}})
 		}},
 		{"CosignaturesAt", func() error { _, err := s.CosignaturesAt(ctx, absent, 0); return err }},
+		{"SetWitnessPolicy", func() error { return s.SetWitnessPolicy(ctx, absent, "quorum none\n") }},
 		{"VerifyLog", func() error { _, err := storage.VerifyLog(ctx, s, absent, ghost.verifier); return err }},
 	}
 	for _, c := range calls {
@@ -862,6 +863,55 @@ func testCosignatures(e *env) {
 	l.verify()
 }
 
+// testWitnessPolicy: a log's own witness policy is stored with the log,
+// set, replaced and cleared, per log, and survives a reopen; storage keeps
+// the text as given, without parsing it.
+func testWitnessPolicy(e *env) {
+	ctx, s := e.ctx, e.s
+	a := e.createLog("policy-a")
+	b := e.newLog("policy-b")
+	const policyB = "# tlog-policy\nwitness W w.example/1+01234567+BA==\thttps://w.example/\nquorum W\n"
+	b.log.WitnessPolicy = policyB
+	e.noErr("CreateLog with a witness policy", s.CreateLog(ctx, b.log, b.head))
+	want := func(name, policy string) {
+		e.t.Helper()
+		l, err := s.GetLog(ctx, name)
+		e.noErr("GetLog", err)
+		if l.WitnessPolicy != policy {
+			e.t.Fatalf("GetLog(%q).WitnessPolicy = %q, want %q", name, l.WitnessPolicy, policy)
+		}
+		logs, err := s.ListLogs(ctx)
+		e.noErr("ListLogs", err)
+		for _, l := range logs {
+			if l.Name == name && l.WitnessPolicy != policy {
+				e.t.Fatalf("ListLogs: %q has WitnessPolicy %q, want %q", name, l.WitnessPolicy, policy)
+			}
+		}
+	}
+	want(a.name(), "")
+	want(b.name(), policyB)
+
+	a.appendN(3)
+	const policyA = "quorum none\n"
+	e.noErr("SetWitnessPolicy", s.SetWitnessPolicy(ctx, a.name(), policyA))
+	want(a.name(), policyA)
+	want(b.name(), policyB)
+	a.appendN(2) // integrating keeps the policy
+	want(a.name(), policyA)
+	e.noErr("SetWitnessPolicy(replace)", s.SetWitnessPolicy(ctx, b.name(), policyA+policyB))
+	want(b.name(), policyA+policyB)
+	e.noErr("SetWitnessPolicy(clear)", s.SetWitnessPolicy(ctx, b.name(), ""))
+	want(b.name(), "")
+	e.noErr("SetWitnessPolicy", s.SetWitnessPolicy(ctx, b.name(), policyB))
+
+	e.reopen()
+	s = e.s
+	want(a.name(), policyA)
+	want(b.name(), policyB)
+	a.check()
+	a.verify()
+}
+
 // testMultipleLogs: logs in one store are independent.
 func testMultipleLogs(e *env) {
 	ctx, s := e.ctx, e.s
@@ -1003,6 +1053,7 @@ func testCancelledContext(e *env) {
 		{"FindLeaf", func() error { _, err := s.FindLeaf(ctx, name, l.entries[0].LeafHash); return err }},
 		{"AddCosignatures", func() error { return s.AddCosignatures(ctx, name, 10, []storage.Cosignature{cosig}) }},
 		{"CosignaturesAt", func() error { _, err := s.CosignaturesAt(ctx, name, 10); return err }},
+		{"SetWitnessPolicy", func() error { return s.SetWitnessPolicy(ctx, name, "quorum none\n") }},
 		{"VerifyLog", func() error {
 			_, err := storage.VerifyLog(ctx, s, name, l.verifier)
 			if errors.Is(err, audit.ErrTampered) {
@@ -1019,6 +1070,9 @@ func testCancelledContext(e *env) {
 	l.checkUnchanged(before, p.b)
 	_, err := s.GetLog(e.ctx, ghost.name())
 	e.wantErr("GetLog of a log created with a cancelled context", err, storage.ErrLogNotFound)
+	if got, err := s.GetLog(e.ctx, name); err != nil || got.WitnessPolicy != "" {
+		e.t.Fatalf("GetLog after SetWitnessPolicy with a cancelled context: policy %q, %v; want none", got.WitnessPolicy, err)
+	}
 
 	// The same batch with a live context.
 	l.mustIntegrate(p)

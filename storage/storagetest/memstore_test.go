@@ -106,6 +106,16 @@ func (s *memStore) ListLogs(ctx context.Context) ([]storage.Log, error) {
 	return logs, nil
 }
 
+func (s *memStore) SetWitnessPolicy(ctx context.Context, name, policy string) error {
+	l, unlock, err := s.lock(ctx, name)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	l.log.WitnessPolicy = policy
+	return nil
+}
+
 func invalid(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{storage.ErrInvalid}, args...)...)
 }

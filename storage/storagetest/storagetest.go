@@ -46,6 +46,7 @@ func Run(t *testing.T, f Factory) {
 		{"TilesOnlyGrow", testTilesOnlyGrow},
 		{"Checkpoints", testCheckpoints},
 		{"Cosignatures", testCosignatures},
+		{"WitnessPolicy", testWitnessPolicy},
 		{"MultipleLogs", testMultipleLogs},
 		{"Reopen", testReopen},
 		{"CancelledContext", testCancelledContext},

@@ -40,7 +40,14 @@ type Log struct {
 	// Tree size of the latest signed checkpoint.
 	Size uint64 `protobuf:"varint,4,opt,name=size,proto3" json:"size,omitempty"`
 	// When the log was created.
-	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// The log's own witness policy: a C2SP tlog-policy text
+	// (https://c2sp.org/tlog-policy) naming the witnesses (with their
+	// cosignature verifier keys and submission URLs) and the quorum of them
+	// whose cosignatures make a checkpoint valid. Empty if the log has none
+	// of its own; the server's default policy (tlogd --witness-policy) then
+	// applies, if there is one.
+	WitnessPolicy string `protobuf:"bytes,6,opt,name=witness_policy,json=witnessPolicy,proto3" json:"witness_policy,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -110,6 +117,13 @@ func (x *Log) GetCreateTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Log) GetWitnessPolicy() string {
+	if x != nil {
+		return x.WitnessPolicy
+	}
+	return ""
+}
+
 // CreateLogRequest is the request of AdminService.CreateLog.
 type CreateLogRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -121,7 +135,12 @@ type CreateLogRequest struct {
 	// without spaces or '+', at most 256 bytes; ideally the schema-less URL
 	// prefix of the log. Optional: if empty, the server uses
 	// "tlog.localhost/logs/<name>".
-	Origin        string `protobuf:"bytes,2,opt,name=origin,proto3" json:"origin,omitempty"`
+	Origin string `protobuf:"bytes,2,opt,name=origin,proto3" json:"origin,omitempty"`
+	// The log's own witness policy (see Log.witness_policy). Optional: empty
+	// means the server's default applies. A policy that does not parse, or
+	// whose log lines do not list the new log's key (which is created by this
+	// call, so list no logs), is INVALID_ARGUMENT.
+	WitnessPolicy string `protobuf:"bytes,3,opt,name=witness_policy,json=witnessPolicy,proto3" json:"witness_policy,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -166,6 +185,13 @@ func (x *CreateLogRequest) GetName() string {
 func (x *CreateLogRequest) GetOrigin() string {
 	if x != nil {
 		return x.Origin
+	}
+	return ""
+}
+
+func (x *CreateLogRequest) GetWitnessPolicy() string {
+	if x != nil {
+		return x.WitnessPolicy
 	}
 	return ""
 }
@@ -420,21 +446,127 @@ func (x *ListLogsResponse) GetNextPageToken() string {
 	return ""
 }
 
+// SetWitnessPolicyRequest is the request of AdminService.SetWitnessPolicy.
+type SetWitnessPolicyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Name of the log.
+	Log string `protobuf:"bytes,1,opt,name=log,proto3" json:"log,omitempty"`
+	// The log's new witness policy, a C2SP tlog-policy text (see
+	// Log.witness_policy); empty clears it, so that the server's default
+	// policy applies. Every witness URL must be an http:// or https://
+	// submission prefix, and log lines, if any, must list the log's key.
+	WitnessPolicy string `protobuf:"bytes,2,opt,name=witness_policy,json=witnessPolicy,proto3" json:"witness_policy,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetWitnessPolicyRequest) Reset() {
+	*x = SetWitnessPolicyRequest{}
+	mi := &file_tlog_v1_admin_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetWitnessPolicyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetWitnessPolicyRequest) ProtoMessage() {}
+
+func (x *SetWitnessPolicyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tlog_v1_admin_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetWitnessPolicyRequest.ProtoReflect.Descriptor instead.
+func (*SetWitnessPolicyRequest) Descriptor() ([]byte, []int) {
+	return file_tlog_v1_admin_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *SetWitnessPolicyRequest) GetLog() string {
+	if x != nil {
+		return x.Log
+	}
+	return ""
+}
+
+func (x *SetWitnessPolicyRequest) GetWitnessPolicy() string {
+	if x != nil {
+		return x.WitnessPolicy
+	}
+	return ""
+}
+
+// SetWitnessPolicyResponse is the response of AdminService.SetWitnessPolicy.
+type SetWitnessPolicyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The log, with its new policy.
+	Log           *Log `protobuf:"bytes,1,opt,name=log,proto3" json:"log,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetWitnessPolicyResponse) Reset() {
+	*x = SetWitnessPolicyResponse{}
+	mi := &file_tlog_v1_admin_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetWitnessPolicyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetWitnessPolicyResponse) ProtoMessage() {}
+
+func (x *SetWitnessPolicyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tlog_v1_admin_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetWitnessPolicyResponse.ProtoReflect.Descriptor instead.
+func (*SetWitnessPolicyResponse) Descriptor() ([]byte, []int) {
+	return file_tlog_v1_admin_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *SetWitnessPolicyResponse) GetLog() *Log {
+	if x != nil {
+		return x.Log
+	}
+	return nil
+}
+
 var File_tlog_v1_admin_proto protoreflect.FileDescriptor
 
 const file_tlog_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x13tlog/v1/admin.proto\x12\atlog.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa5\x01\n" +
+	"\x13tlog/v1/admin.proto\x12\atlog.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcc\x01\n" +
 	"\x03Log\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06origin\x18\x02 \x01(\tR\x06origin\x12!\n" +
 	"\fverifier_key\x18\x03 \x01(\tR\vverifierKey\x12\x12\n" +
 	"\x04size\x18\x04 \x01(\x04R\x04size\x12;\n" +
 	"\vcreate_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\">\n" +
+	"createTime\x12%\n" +
+	"\x0ewitness_policy\x18\x06 \x01(\tR\rwitnessPolicy\"e\n" +
 	"\x10CreateLogRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
-	"\x06origin\x18\x02 \x01(\tR\x06origin\"3\n" +
+	"\x06origin\x18\x02 \x01(\tR\x06origin\x12%\n" +
+	"\x0ewitness_policy\x18\x03 \x01(\tR\rwitnessPolicy\"3\n" +
 	"\x11CreateLogResponse\x12\x1e\n" +
 	"\x03log\x18\x01 \x01(\v2\f.tlog.v1.LogR\x03log\"#\n" +
 	"\rGetLogRequest\x12\x12\n" +
@@ -447,11 +579,17 @@ const file_tlog_v1_admin_proto_rawDesc = "" +
 	"page_token\x18\x02 \x01(\tR\tpageToken\"\\\n" +
 	"\x10ListLogsResponse\x12 \n" +
 	"\x04logs\x18\x01 \x03(\v2\f.tlog.v1.LogR\x04logs\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken2\xce\x01\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"R\n" +
+	"\x17SetWitnessPolicyRequest\x12\x10\n" +
+	"\x03log\x18\x01 \x01(\tR\x03log\x12%\n" +
+	"\x0ewitness_policy\x18\x02 \x01(\tR\rwitnessPolicy\":\n" +
+	"\x18SetWitnessPolicyResponse\x12\x1e\n" +
+	"\x03log\x18\x01 \x01(\v2\f.tlog.v1.LogR\x03log2\xa7\x02\n" +
 	"\fAdminService\x12B\n" +
 	"\tCreateLog\x12\x19.tlog.v1.CreateLogRequest\x1a\x1a.tlog.v1.CreateLogResponse\x129\n" +
 	"\x06GetLog\x12\x16.tlog.v1.GetLogRequest\x1a\x17.tlog.v1.GetLogResponse\x12?\n" +
-	"\bListLogs\x12\x18.tlog.v1.ListLogsRequest\x1a\x19.tlog.v1.ListLogsResponseB/Z-github.com/tlog-dev/tlog/proto/tlog/v1;tlogv1b\x06proto3"
+	"\bListLogs\x12\x18.tlog.v1.ListLogsRequest\x1a\x19.tlog.v1.ListLogsResponse\x12W\n" +
+	"\x10SetWitnessPolicy\x12 .tlog.v1.SetWitnessPolicyRequest\x1a!.tlog.v1.SetWitnessPolicyResponseB/Z-github.com/tlog-dev/tlog/proto/tlog/v1;tlogv1b\x06proto3"
 
 var (
 	file_tlog_v1_admin_proto_rawDescOnce sync.Once
@@ -465,33 +603,38 @@ func file_tlog_v1_admin_proto_rawDescGZIP() []byte {
 	return file_tlog_v1_admin_proto_rawDescData
 }
 
-var file_tlog_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_tlog_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_tlog_v1_admin_proto_goTypes = []any{
-	(*Log)(nil),                   // 0: tlog.v1.Log
-	(*CreateLogRequest)(nil),      // 1: tlog.v1.CreateLogRequest
-	(*CreateLogResponse)(nil),     // 2: tlog.v1.CreateLogResponse
-	(*GetLogRequest)(nil),         // 3: tlog.v1.GetLogRequest
-	(*GetLogResponse)(nil),        // 4: tlog.v1.GetLogResponse
-	(*ListLogsRequest)(nil),       // 5: tlog.v1.ListLogsRequest
-	(*ListLogsResponse)(nil),      // 6: tlog.v1.ListLogsResponse
-	(*timestamppb.Timestamp)(nil), // 7: google.protobuf.Timestamp
+	(*Log)(nil),                      // 0: tlog.v1.Log
+	(*CreateLogRequest)(nil),         // 1: tlog.v1.CreateLogRequest
+	(*CreateLogResponse)(nil),        // 2: tlog.v1.CreateLogResponse
+	(*GetLogRequest)(nil),            // 3: tlog.v1.GetLogRequest
+	(*GetLogResponse)(nil),           // 4: tlog.v1.GetLogResponse
+	(*ListLogsRequest)(nil),          // 5: tlog.v1.ListLogsRequest
+	(*ListLogsResponse)(nil),         // 6: tlog.v1.ListLogsResponse
+	(*SetWitnessPolicyRequest)(nil),  // 7: tlog.v1.SetWitnessPolicyRequest
+	(*SetWitnessPolicyResponse)(nil), // 8: tlog.v1.SetWitnessPolicyResponse
+	(*timestamppb.Timestamp)(nil),    // 9: google.protobuf.Timestamp
 }
 var file_tlog_v1_admin_proto_depIdxs = []int32{
-	7, // 0: tlog.v1.Log.create_time:type_name -> google.protobuf.Timestamp
+	9, // 0: tlog.v1.Log.create_time:type_name -> google.protobuf.Timestamp
 	0, // 1: tlog.v1.CreateLogResponse.log:type_name -> tlog.v1.Log
 	0, // 2: tlog.v1.GetLogResponse.log:type_name -> tlog.v1.Log
 	0, // 3: tlog.v1.ListLogsResponse.logs:type_name -> tlog.v1.Log
-	1, // 4: tlog.v1.AdminService.CreateLog:input_type -> tlog.v1.CreateLogRequest
-	3, // 5: tlog.v1.AdminService.GetLog:input_type -> tlog.v1.GetLogRequest
-	5, // 6: tlog.v1.AdminService.ListLogs:input_type -> tlog.v1.ListLogsRequest
-	2, // 7: tlog.v1.AdminService.CreateLog:output_type -> tlog.v1.CreateLogResponse
-	4, // 8: tlog.v1.AdminService.GetLog:output_type -> tlog.v1.GetLogResponse
-	6, // 9: tlog.v1.AdminService.ListLogs:output_type -> tlog.v1.ListLogsResponse
-	7, // [7:10] is the sub-list for method output_type
-	4, // [4:7] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	0, // 4: tlog.v1.SetWitnessPolicyResponse.log:type_name -> tlog.v1.Log
+	1, // 5: tlog.v1.AdminService.CreateLog:input_type -> tlog.v1.CreateLogRequest
+	3, // 6: tlog.v1.AdminService.GetLog:input_type -> tlog.v1.GetLogRequest
+	5, // 7: tlog.v1.AdminService.ListLogs:input_type -> tlog.v1.ListLogsRequest
+	7, // 8: tlog.v1.AdminService.SetWitnessPolicy:input_type -> tlog.v1.SetWitnessPolicyRequest
+	2, // 9: tlog.v1.AdminService.CreateLog:output_type -> tlog.v1.CreateLogResponse
+	4, // 10: tlog.v1.AdminService.GetLog:output_type -> tlog.v1.GetLogResponse
+	6, // 11: tlog.v1.AdminService.ListLogs:output_type -> tlog.v1.ListLogsResponse
+	8, // 12: tlog.v1.AdminService.SetWitnessPolicy:output_type -> tlog.v1.SetWitnessPolicyResponse
+	9, // [9:13] is the sub-list for method output_type
+	5, // [5:9] is the sub-list for method input_type
+	5, // [5:5] is the sub-list for extension type_name
+	5, // [5:5] is the sub-list for extension extendee
+	0, // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_tlog_v1_admin_proto_init() }
@@ -505,7 +648,7 @@ func file_tlog_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tlog_v1_admin_proto_rawDesc), len(file_tlog_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   7,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

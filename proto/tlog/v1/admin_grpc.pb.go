@@ -22,9 +22,10 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	AdminService_CreateLog_FullMethodName = "/tlog.v1.AdminService/CreateLog"
-	AdminService_GetLog_FullMethodName    = "/tlog.v1.AdminService/GetLog"
-	AdminService_ListLogs_FullMethodName  = "/tlog.v1.AdminService/ListLogs"
+	AdminService_CreateLog_FullMethodName        = "/tlog.v1.AdminService/CreateLog"
+	AdminService_GetLog_FullMethodName           = "/tlog.v1.AdminService/GetLog"
+	AdminService_ListLogs_FullMethodName         = "/tlog.v1.AdminService/ListLogs"
+	AdminService_SetWitnessPolicy_FullMethodName = "/tlog.v1.AdminService/SetWitnessPolicy"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -41,6 +42,12 @@ type AdminServiceClient interface {
 	GetLog(ctx context.Context, in *GetLogRequest, opts ...grpc.CallOption) (*GetLogResponse, error)
 	// ListLogs returns the logs, ordered by name, a page at a time.
 	ListLogs(ctx context.Context, in *ListLogsRequest, opts ...grpc.CallOption) (*ListLogsResponse, error)
+	// SetWitnessPolicy sets (or, with an empty policy, clears) a log's own
+	// witness policy. The server starts asking the policy's witnesses for
+	// cosignatures at once. It fails with NOT_FOUND if there is no log of that
+	// name, and INVALID_ARGUMENT if the policy does not parse or cannot be
+	// used for the log.
+	SetWitnessPolicy(ctx context.Context, in *SetWitnessPolicyRequest, opts ...grpc.CallOption) (*SetWitnessPolicyResponse, error)
 }
 
 type adminServiceClient struct {
@@ -81,6 +88,16 @@ func (c *adminServiceClient) ListLogs(ctx context.Context, in *ListLogsRequest, 
 	return out, nil
 }
 
+func (c *adminServiceClient) SetWitnessPolicy(ctx context.Context, in *SetWitnessPolicyRequest, opts ...grpc.CallOption) (*SetWitnessPolicyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetWitnessPolicyResponse)
+	err := c.cc.Invoke(ctx, AdminService_SetWitnessPolicy_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -95,6 +112,12 @@ type AdminServiceServer interface {
 	GetLog(context.Context, *GetLogRequest) (*GetLogResponse, error)
 	// ListLogs returns the logs, ordered by name, a page at a time.
 	ListLogs(context.Context, *ListLogsRequest) (*ListLogsResponse, error)
+	// SetWitnessPolicy sets (or, with an empty policy, clears) a log's own
+	// witness policy. The server starts asking the policy's witnesses for
+	// cosignatures at once. It fails with NOT_FOUND if there is no log of that
+	// name, and INVALID_ARGUMENT if the policy does not parse or cannot be
+	// used for the log.
+	SetWitnessPolicy(context.Context, *SetWitnessPolicyRequest) (*SetWitnessPolicyResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -113,6 +136,9 @@ func (UnimplementedAdminServiceServer) GetLog(context.Context, *GetLogRequest) (
 }
 func (UnimplementedAdminServiceServer) ListLogs(context.Context, *ListLogsRequest) (*ListLogsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListLogs not implemented")
+}
+func (UnimplementedAdminServiceServer) SetWitnessPolicy(context.Context, *SetWitnessPolicyRequest) (*SetWitnessPolicyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetWitnessPolicy not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -189,6 +215,24 @@ func _AdminService_ListLogs_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_SetWitnessPolicy_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetWitnessPolicyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).SetWitnessPolicy(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_SetWitnessPolicy_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).SetWitnessPolicy(ctx, req.(*SetWitnessPolicyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -207,6 +251,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListLogs",
 			Handler:    _AdminService_ListLogs_Handler,
+		},
+		{
+			MethodName: "SetWitnessPolicy",
+			Handler:    _AdminService_SetWitnessPolicy_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -300,9 +300,16 @@ type GetCheckpointRequest struct {
 	// Tree size of the wanted checkpoint; 0 means the latest. Only sizes at
 	// which the log signed a checkpoint can be asked for; others are
 	// NOT_FOUND, and sizes beyond the latest are OUT_OF_RANGE.
-	TreeSize      uint64 `protobuf:"varint,2,opt,name=tree_size,json=treeSize,proto3" json:"tree_size,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	TreeSize uint64 `protobuf:"varint,2,opt,name=tree_size,json=treeSize,proto3" json:"tree_size,omitempty"`
+	// Ask for a checkpoint whose witness cosignatures satisfy the log's
+	// witness policy: with tree_size 0, the newest such checkpoint (older
+	// than the latest while the witnesses catch up); with a tree_size, that
+	// checkpoint, if it satisfies the policy. FAILED_PRECONDITION if the log
+	// has no witness policy; NOT_FOUND if no checkpoint (or not the one asked
+	// for) satisfies it yet.
+	RequireWitnessPolicy bool `protobuf:"varint,3,opt,name=require_witness_policy,json=requireWitnessPolicy,proto3" json:"require_witness_policy,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *GetCheckpointRequest) Reset() {
@@ -349,11 +356,19 @@ func (x *GetCheckpointRequest) GetTreeSize() uint64 {
 	return 0
 }
 
+func (x *GetCheckpointRequest) GetRequireWitnessPolicy() bool {
+	if x != nil {
+		return x.RequireWitnessPolicy
+	}
+	return false
+}
+
 // GetCheckpointResponse is the response of LogService.GetCheckpoint.
 type GetCheckpointResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The signed checkpoint (note text). Once the log has witnesses, it will
-	// also carry the cosignatures the log holds for it.
+	// The signed checkpoint (note text), followed by the witness
+	// cosignatures (C2SP tlog-cosignature) the log holds for it and verified
+	// with its witness policy's keys. The log's signature comes first.
 	Checkpoint []byte `protobuf:"bytes,1,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
 	// Tree size of the checkpoint, parsed from its body. Verify the checkpoint
 	// before relying on it.
@@ -1063,9 +1078,20 @@ type GetReceiptRequest struct {
 	// Size of the tree the receipt proves inclusion in; 0 means the latest
 	// checkpoint. It must be a size the log signed a checkpoint at, and
 	// greater than the entry's index.
-	TreeSize      uint64 `protobuf:"varint,4,opt,name=tree_size,json=treeSize,proto3" json:"tree_size,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	TreeSize uint64 `protobuf:"varint,4,opt,name=tree_size,json=treeSize,proto3" json:"tree_size,omitempty"`
+	// Put the witness cosignatures the log holds for the receipt's checkpoint
+	// into the receipt. Without it, the checkpoint carries the log's
+	// signature only.
+	IncludeCosignatures bool `protobuf:"varint,5,opt,name=include_cosignatures,json=includeCosignatures,proto3" json:"include_cosignatures,omitempty"`
+	// Prove inclusion in a checkpoint whose cosignatures satisfy the log's
+	// witness policy, and include them (implies include_cosignatures): with
+	// tree_size 0, the newest such checkpoint, which must contain the entry
+	// (OUT_OF_RANGE until the witnesses cosign one that does); with a
+	// tree_size, that checkpoint, if it satisfies the policy (else
+	// NOT_FOUND). FAILED_PRECONDITION if the log has no witness policy.
+	RequireWitnessPolicy bool `protobuf:"varint,6,opt,name=require_witness_policy,json=requireWitnessPolicy,proto3" json:"require_witness_policy,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *GetReceiptRequest) Reset() {
@@ -1137,6 +1163,20 @@ func (x *GetReceiptRequest) GetTreeSize() uint64 {
 	return 0
 }
 
+func (x *GetReceiptRequest) GetIncludeCosignatures() bool {
+	if x != nil {
+		return x.IncludeCosignatures
+	}
+	return false
+}
+
+func (x *GetReceiptRequest) GetRequireWitnessPolicy() bool {
+	if x != nil {
+		return x.RequireWitnessPolicy
+	}
+	return false
+}
+
 type isGetReceiptRequest_Leaf interface {
 	isGetReceiptRequest_Leaf()
 }
@@ -1161,9 +1201,10 @@ type GetReceiptResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The receipt: a C2SP tlog-proof document (c2sp.org/tlog-proof@v1) with the
 	// entry's index, its inclusion proof and the signed checkpoint (with the
-	// witness cosignatures the log holds, once it has witnesses). Anyone with the log's verifier
-	// key (and, for a witness policy, the witnesses' keys) and the entry's data
-	// can verify it offline. Conventionally stored with extension .tlog-proof.
+	// witness cosignatures the log holds, if asked for). Anyone with the log's
+	// verifier key (and, for a witness policy, the witnesses' keys) and the
+	// entry's data can verify it offline. Conventionally stored with extension
+	// .tlog-proof.
 	Receipt []byte `protobuf:"bytes,1,opt,name=receipt,proto3" json:"receipt,omitempty"`
 	// Zero-based index of the entry (useful when asked by leaf hash).
 	Index         uint64 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
@@ -1234,10 +1275,11 @@ const file_tlog_v1_log_proto_rawDesc = "" +
 	"\aresults\x18\x01 \x03(\v2\x15.tlog.v1.AppendResultR\aresults\x12\x1e\n" +
 	"\n" +
 	"checkpoint\x18\x02 \x01(\fR\n" +
-	"checkpoint\"E\n" +
+	"checkpoint\"{\n" +
 	"\x14GetCheckpointRequest\x12\x10\n" +
 	"\x03log\x18\x01 \x01(\tR\x03log\x12\x1b\n" +
-	"\ttree_size\x18\x02 \x01(\x04R\btreeSize\"q\n" +
+	"\ttree_size\x18\x02 \x01(\x04R\btreeSize\x124\n" +
+	"\x16require_witness_policy\x18\x03 \x01(\bR\x14requireWitnessPolicy\"q\n" +
 	"\x15GetCheckpointResponse\x12\x1e\n" +
 	"\n" +
 	"checkpoint\x18\x01 \x01(\fR\n" +
@@ -1287,12 +1329,14 @@ const file_tlog_v1_log_proto_rawDesc = "" +
 	"\x0finclusion_proof\x18\x02 \x03(\fR\x0einclusionProof\x12\x1e\n" +
 	"\n" +
 	"checkpoint\x18\x03 \x01(\fR\n" +
-	"checkpoint\"\x81\x01\n" +
+	"checkpoint\"\xea\x01\n" +
 	"\x11GetReceiptRequest\x12\x10\n" +
 	"\x03log\x18\x01 \x01(\tR\x03log\x12\x16\n" +
 	"\x05index\x18\x02 \x01(\x04H\x00R\x05index\x12\x1d\n" +
 	"\tleaf_hash\x18\x03 \x01(\fH\x00R\bleafHash\x12\x1b\n" +
-	"\ttree_size\x18\x04 \x01(\x04R\btreeSizeB\x06\n" +
+	"\ttree_size\x18\x04 \x01(\x04R\btreeSize\x121\n" +
+	"\x14include_cosignatures\x18\x05 \x01(\bR\x13includeCosignatures\x124\n" +
+	"\x16require_witness_policy\x18\x06 \x01(\bR\x14requireWitnessPolicyB\x06\n" +
 	"\x04leaf\"D\n" +
 	"\x12GetReceiptResponse\x12\x18\n" +
 	"\areceipt\x18\x01 \x01(\fR\areceipt\x12\x14\n" +

@@ -78,7 +78,9 @@ type LogServiceClient interface {
 	// retried entries are de-duplicated.
 	Append(ctx context.Context, in *AppendRequest, opts ...grpc.CallOption) (*AppendResponse, error)
 	// GetCheckpoint returns a signed checkpoint of a log: the latest one, or the
-	// one for a given tree size.
+	// one for a given tree size, with the witness cosignatures the log holds
+	// for it. With require_witness_policy it returns the newest checkpoint
+	// whose cosignatures satisfy the log's witness policy (C2SP tlog-policy).
 	GetCheckpoint(ctx context.Context, in *GetCheckpointRequest, opts ...grpc.CallOption) (*GetCheckpointResponse, error)
 	// GetInclusionProof returns the RFC 6962 inclusion proof of one entry, found
 	// by index or by leaf hash, in the tree of a signed checkpoint.
@@ -207,7 +209,9 @@ type LogServiceServer interface {
 	// retried entries are de-duplicated.
 	Append(context.Context, *AppendRequest) (*AppendResponse, error)
 	// GetCheckpoint returns a signed checkpoint of a log: the latest one, or the
-	// one for a given tree size.
+	// one for a given tree size, with the witness cosignatures the log holds
+	// for it. With require_witness_policy it returns the newest checkpoint
+	// whose cosignatures satisfy the log's witness policy (C2SP tlog-policy).
 	GetCheckpoint(context.Context, *GetCheckpointRequest) (*GetCheckpointResponse, error)
 	// GetInclusionProof returns the RFC 6962 inclusion proof of one entry, found
 	// by index or by leaf hash, in the tree of a signed checkpoint.

@@ -91,7 +91,7 @@ func TestServices(t *testing.T) {
 			file:    tlogv1.File_tlog_v1_admin_proto,
 			service: "AdminService",
 			desc:    tlogv1.AdminService_ServiceDesc,
-			methods: []string{"CreateLog", "GetLog", "ListLogs"},
+			methods: []string{"CreateLog", "GetLog", "ListLogs", "SetWitnessPolicy"},
 		},
 	}
 	for _, tt := range tests {
