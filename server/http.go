@@ -16,7 +16,7 @@ import (
 // HTTPHandler serves the HTTP API of s:
 //
 //	POST /logs/{log}/add                  append the request body as one entry
-//	GET  /logs/{log}/checkpoint           C2SP tlog-tiles checkpoint
+//	GET  /logs/{log}/checkpoint           C2SP tlog-tiles checkpoint, with its cosignatures
 //	GET  /logs/{log}/tile/<L>/<N>[.p/<W>] hash tiles
 //	GET  /logs/{log}/tile/entries/<N>[.p/<W>] entry bundles
 //	GET  /logs                            every log, as JSON

@@ -99,7 +99,8 @@ type Batch struct {
 
 // Cosignature is a witness's signature line on a checkpoint.
 type Cosignature struct {
-	// KeyID identifies the witness key (the signed-note key hash, hex or name+hash).
+	// KeyID identifies the witness key: package witnessing uses
+	// "<key name>+<key ID in 8 hex digits>", as in a verifier key.
 	KeyID string
 	// Signature is the note signature line, without the trailing newline.
 	Signature []byte

@@ -244,10 +244,8 @@ func (lw *logWitnessing) record(size uint64, add *cosigSet) {
 	for n := range add.names {
 		set.names[n] = true
 	}
-	if lw.l.Policy.Quorum != policy.None && len(set.names) > 0 && lw.l.Policy.Satisfied(set.names) && (!lw.hasBest || size > lw.best) {
-		if !lw.hasBest || lw.best < size {
-			lw.log.Debug("checkpoint satisfies the witness policy", "size", size, "witnesses", len(set.names))
-		}
+	if lw.l.Policy.Quorum != policy.None && len(set.names) > 0 && (!lw.hasBest || size > lw.best) && lw.l.Policy.Satisfied(set.names) {
+		lw.log.Debug("checkpoint satisfies the witness policy", "size", size, "witnesses", len(set.names))
 		lw.best, lw.hasBest = size, true
 	}
 	for len(lw.known) > maxKnownSizes {

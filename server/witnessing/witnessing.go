@@ -16,7 +16,9 @@
 // hung witness never queues work, never holds up the others, and never
 // blocks the sequencer or appends. Every IdleInterval the latest checkpoint
 // is offered again even if it did not change: a witness that was down or
-// newly added catches up, and cosignatures get fresh timestamps.
+// newly added catches up, and cosignatures get fresh timestamps. The
+// checkpoint of an empty log (size 0) is not sent: there is nothing to
+// witness.
 //
 // A worker remembers the size the witness last cosigned (0 at start, as the
 // spec allows) and sends
