@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
@@ -75,6 +76,9 @@ func Status(err error) (codes.Code, int) {
 	return codes.Unavailable, http.StatusServiceUnavailable
 }
 
+// pushbackRetry is how long a client should wait after pushback.
+const pushbackRetry = 100 * time.Millisecond
+
 // GRPCError turns a domain error into a gRPC status error with the same
 // message.
 func GRPCError(err error) error {
@@ -86,9 +90,18 @@ func GRPCError(err error) error {
 	}
 	code, _ := Status(err)
 	st := status.New(code, err.Error())
+	// RetryInfo tells clients which ResourceExhausted errors are worth
+	// retrying (pushback, rate limits) and which are not (limits).
+	var wait time.Duration
 	var rl *RateLimitError
-	if errors.As(err, &rl) {
-		if d, e := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(rl.Wait)}); e == nil {
+	switch {
+	case errors.As(err, &rl):
+		wait = rl.Wait
+	case errors.Is(err, sequencer.ErrPushback):
+		wait = pushbackRetry
+	}
+	if wait > 0 {
+		if d, e := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(wait)}); e == nil {
 			st = d
 		}
 	}

@@ -10,7 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/tlog-dev/tlog/pkg/tile"
 	tlogv1 "github.com/tlog-dev/tlog/proto/tlog/v1"
@@ -54,8 +56,8 @@ func TestPushback(t *testing.T) {
 		}
 
 		_, err := e.log.Append(ctx, &tlogv1.AppendRequest{Log: "audit", Entries: []*tlogv1.AppendEntry{{Data: []byte("second")}}})
-		if code(err) != codes.ResourceExhausted {
-			t.Errorf("Append beyond MaxPending: %v, want ResourceExhausted", err)
+		if code(err) != codes.ResourceExhausted || !hasRetryInfo(err) {
+			t.Errorf("Append beyond MaxPending: %v, want ResourceExhausted with RetryInfo", err)
 		}
 		resp, body := e.do(http.MethodPost, "/logs/audit/add", []byte("third"))
 		if resp.StatusCode != http.StatusServiceUnavailable {
@@ -382,4 +384,15 @@ func TestLogStopped(t *testing.T) {
 			t.Errorf("verified size of b: %d, want 2", got)
 		}
 	})
+}
+
+// hasRetryInfo reports whether a gRPC error tells the client when to retry.
+func hasRetryInfo(err error) bool {
+	st, _ := status.FromError(err)
+	for _, d := range st.Details() {
+		if _, ok := d.(*errdetails.RetryInfo); ok {
+			return true
+		}
+	}
+	return false
 }

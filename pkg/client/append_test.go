@@ -10,9 +10,11 @@ import (
 	"time"
 
 	sumdb "golang.org/x/mod/sumdb/tlog"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/tlog-dev/tlog/pkg/checkpoint"
 	"github.com/tlog-dev/tlog/pkg/client"
@@ -190,20 +192,24 @@ func TestAppendRetries(t *testing.T) {
 	for _, tc := range []struct {
 		name         string
 		fail         codes.Code // the code of the failing attempts
+		retryInfo    bool       // the failure carries a RetryInfo detail
 		failures     int        // how many attempts fail (before reaching the server)
 		maxAttempts  int
 		wantAttempts int
 		wantCode     codes.Code // OK: success
 	}{
-		{"Unavailable", codes.Unavailable, 2, 5, 3, codes.OK},
-		{"ResourceExhausted", codes.ResourceExhausted, 2, 5, 3, codes.OK},
-		{"Aborted", codes.Aborted, 1, 5, 2, codes.OK},
-		{"attempts exhausted", codes.Unavailable, 10, 3, 3, codes.Unavailable},
-		{"no retries", codes.Unavailable, 1, 1, 1, codes.Unavailable},
-		{"InvalidArgument", codes.InvalidArgument, 1, 5, 1, codes.InvalidArgument},
-		{"FailedPrecondition", codes.FailedPrecondition, 1, 5, 1, codes.FailedPrecondition},
-		{"NotFound", codes.NotFound, 1, 5, 1, codes.NotFound},
-		{"Internal", codes.Internal, 1, 5, 1, codes.Internal},
+		{"Unavailable", codes.Unavailable, false, 2, 5, 3, codes.OK},
+		{"ResourceExhausted with RetryInfo", codes.ResourceExhausted, true, 2, 5, 3, codes.OK},
+		// Without RetryInfo, ResourceExhausted is a limit (too large):
+		// retrying cannot help.
+		{"ResourceExhausted without RetryInfo", codes.ResourceExhausted, false, 2, 5, 1, codes.ResourceExhausted},
+		{"Aborted", codes.Aborted, false, 1, 5, 2, codes.OK},
+		{"attempts exhausted", codes.Unavailable, false, 10, 3, 3, codes.Unavailable},
+		{"no retries", codes.Unavailable, false, 1, 1, 1, codes.Unavailable},
+		{"InvalidArgument", codes.InvalidArgument, false, 1, 5, 1, codes.InvalidArgument},
+		{"FailedPrecondition", codes.FailedPrecondition, false, 1, 5, 1, codes.FailedPrecondition},
+		{"NotFound", codes.NotFound, false, 1, 5, 1, codes.NotFound},
+		{"Internal", codes.Internal, false, 1, 5, 1, codes.Internal},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -216,7 +222,11 @@ func TestAppendRetries(t *testing.T) {
 				a := attempts
 				mu.Unlock()
 				if a <= tc.failures {
-					return status.Error(tc.fail, "injected")
+					st := status.New(tc.fail, "injected")
+					if tc.retryInfo {
+						st, _ = st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(time.Millisecond)})
+					}
+					return st.Err()
 				}
 				return call()
 			})

@@ -7,12 +7,14 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
 
 // RetryPolicy says how the client retries failed RPCs. It retries only
-// transient failures: the codes Unavailable, ResourceExhausted and Aborted,
+// transient failures: the codes Unavailable and Aborted, ResourceExhausted
+// with a RetryInfo detail (pushback, rate limits),
 // and DeadlineExceeded when the attempt ran out of time but the caller's
 // context did not. It never retries other codes (InvalidArgument, NotFound,
 // OutOfRange, FailedPrecondition, ...) nor failed verifications. Appends are
@@ -68,10 +70,21 @@ func (p RetryPolicy) delay(attempt int) time.Duration {
 // transient one. It is only asked when the caller's context is still live, so
 // DeadlineExceeded is that of the attempt (or of the server), not the
 // caller's.
+//
+// ResourceExhausted is retried only when the server says when to retry (a
+// RetryInfo detail: tlogd's pushback and rate limit); without it, it is a
+// limit such as an oversized request, which no retry can pass.
 func retryable(err error) bool {
 	switch status.Code(err) {
-	case codes.Unavailable, codes.ResourceExhausted, codes.Aborted, codes.DeadlineExceeded:
+	case codes.Unavailable, codes.Aborted, codes.DeadlineExceeded:
 		return true
+	case codes.ResourceExhausted:
+		st, _ := status.FromError(err)
+		for _, d := range st.Details() {
+			if _, ok := d.(*errdetails.RetryInfo); ok {
+				return true
+			}
+		}
 	}
 	return false
 }
