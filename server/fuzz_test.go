@@ -100,8 +100,8 @@ func newFuzzEnv(f *testing.F) *fuzzEnv {
 	return &fuzzEnv{store: store, svc: svc, http: server.HTTPHandler(svc), conn: conn}
 }
 
-// state is every log's name and latest stored checkpoint: what a request
-// that fails (or only reads) must leave as it was.
+// state is every log's name, witness policy and latest stored checkpoint:
+// what a request that fails (or only reads) must leave as it was.
 func (e *fuzzEnv) state(t *testing.T) string {
 	t.Helper()
 	ctx := context.Background()
@@ -115,7 +115,7 @@ func (e *fuzzEnv) state(t *testing.T) string {
 		if err != nil {
 			t.Fatal(err)
 		}
-		fmt.Fprintf(&b, "%s\n%s\n", l.Name, cp.Note)
+		fmt.Fprintf(&b, "%s\n%q\n%s\n", l.Name, l.WitnessPolicy, cp.Note)
 	}
 	return b.String()
 }
@@ -368,9 +368,13 @@ var grpcMethods = []grpcMethod{
 		name: tlogv1.LogService_GetCheckpoint_FullMethodName,
 		req:  func() proto.Message { return new(tlogv1.GetCheckpointRequest) },
 		resp: func() proto.Message { return new(tlogv1.GetCheckpointResponse) },
+		// FailedPrecondition: a witnessed checkpoint of a log without a
+		// witness policy.
+		extra: []codes.Code{codes.FailedPrecondition},
 		examples: []proto.Message{
 			&tlogv1.GetCheckpointRequest{Log: "audit"},
 			&tlogv1.GetCheckpointRequest{Log: "audit", TreeSize: 20},
+			&tlogv1.GetCheckpointRequest{Log: "audit", RequireWitnessPolicy: true},
 		},
 	},
 	{
@@ -409,10 +413,12 @@ var grpcMethods = []grpcMethod{
 		},
 	},
 	{
-		name: tlogv1.LogService_GetReceipt_FullMethodName,
-		req:  func() proto.Message { return new(tlogv1.GetReceiptRequest) },
-		resp: func() proto.Message { return new(tlogv1.GetReceiptResponse) },
+		name:  tlogv1.LogService_GetReceipt_FullMethodName,
+		req:   func() proto.Message { return new(tlogv1.GetReceiptRequest) },
+		resp:  func() proto.Message { return new(tlogv1.GetReceiptResponse) },
+		extra: []codes.Code{codes.FailedPrecondition}, // as GetCheckpoint
 		examples: []proto.Message{
+			&tlogv1.GetReceiptRequest{Log: "audit", Leaf: &tlogv1.GetReceiptRequest_Index{Index: 3}, RequireWitnessPolicy: true, IncludeCosignatures: true},
 			&tlogv1.GetReceiptRequest{Log: "audit", Leaf: &tlogv1.GetReceiptRequest_Index{Index: 3}},
 			&tlogv1.GetReceiptRequest{Log: "audit", Leaf: &tlogv1.GetReceiptRequest_LeafHash{LeafHash: leaf3[:]}, TreeSize: 20},
 		},
@@ -425,6 +431,18 @@ var grpcMethods = []grpcMethod{
 		examples: []proto.Message{
 			&tlogv1.CreateLogRequest{Name: "fuzz", Origin: "example.com/fuzz"},
 			&tlogv1.CreateLogRequest{Name: "audit"},
+			// Once UNAVAILABLE: the origin check let Unicode spaces and
+			// controls through to key generation, which refused them.
+			&tlogv1.CreateLogRequest{Name: "fuzz2", Origin: "example.com/a\u00a0b"},
+		},
+	},
+	{
+		name: tlogv1.AdminService_SetWitnessPolicy_FullMethodName, writes: true,
+		req:  func() proto.Message { return new(tlogv1.SetWitnessPolicyRequest) },
+		resp: func() proto.Message { return new(tlogv1.SetWitnessPolicyResponse) },
+		examples: []proto.Message{
+			&tlogv1.SetWitnessPolicyRequest{Log: "empty", WitnessPolicy: "quorum none\n"},
+			&tlogv1.SetWitnessPolicyRequest{Log: "audit", WitnessPolicy: "witness A example.com/w+00000000+AQ== http://127.0.0.1:1\nquorum A\n"},
 		},
 	},
 	{
