@@ -31,6 +31,7 @@ var errorCodes = []struct {
 	{context.DeadlineExceeded, codes.DeadlineExceeded, http.StatusGatewayTimeout},
 	{auth.ErrUnauthenticated, codes.Unauthenticated, http.StatusUnauthorized},
 	{auth.ErrPermissionDenied, codes.PermissionDenied, http.StatusForbidden},
+	{ErrLogStopped, codes.FailedPrecondition, http.StatusInternalServerError}, // before the causes it wraps
 	{ErrRateLimited, codes.ResourceExhausted, http.StatusTooManyRequests},
 	{ErrTooLarge, codes.ResourceExhausted, http.StatusRequestEntityTooLarge},
 	{storage.ErrLogNotFound, codes.NotFound, http.StatusNotFound},
@@ -49,9 +50,9 @@ var errorCodes = []struct {
 	{tree.ErrIndexOutOfRange, codes.OutOfRange, http.StatusBadRequest},
 	{tree.ErrSizeOutOfRange, codes.InvalidArgument, http.StatusBadRequest},
 	{sequencer.ErrPushback, codes.ResourceExhausted, http.StatusServiceUnavailable},
-	{ErrLogStopped, codes.FailedPrecondition, http.StatusInternalServerError},
 	{ErrNoWitnessPolicy, codes.FailedPrecondition, http.StatusNotFound},
 	{sequencer.ErrClosed, codes.Unavailable, http.StatusServiceUnavailable},
+	{ErrNotLeader, codes.Unavailable, http.StatusServiceUnavailable},
 	{sequencer.ErrUnavailable, codes.Unavailable, http.StatusServiceUnavailable},
 	{storage.ErrSchemaTooNew, codes.FailedPrecondition, http.StatusInternalServerError},
 	{storage.ErrConflict, codes.Aborted, http.StatusConflict},
@@ -66,7 +67,8 @@ func Status(err error) (codes.Code, int) {
 		return codes.OK, http.StatusOK
 	}
 	if s, ok := status.FromError(err); ok {
-		return s.Code(), http.StatusInternalServerError
+		// A status from another process (a forwarded append).
+		return s.Code(), httpStatusOf(s.Code())
 	}
 	for _, e := range errorCodes {
 		if errors.Is(err, e.err) {
@@ -106,4 +108,30 @@ func GRPCError(err error) error {
 		}
 	}
 	return st.Err()
+}
+
+// httpStatusOf maps the gRPC code of an error from another process (a
+// forwarded append) to an HTTP status.
+func httpStatusOf(c codes.Code) int {
+	switch c {
+	case codes.Canceled:
+		return 499
+	case codes.DeadlineExceeded:
+		return http.StatusGatewayTimeout
+	case codes.Unauthenticated:
+		return http.StatusUnauthorized
+	case codes.PermissionDenied:
+		return http.StatusForbidden
+	case codes.NotFound:
+		return http.StatusNotFound
+	case codes.AlreadyExists, codes.Aborted:
+		return http.StatusConflict
+	case codes.InvalidArgument, codes.OutOfRange:
+		return http.StatusBadRequest
+	case codes.ResourceExhausted:
+		return http.StatusTooManyRequests
+	case codes.Unavailable:
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusInternalServerError
 }

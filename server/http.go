@@ -61,7 +61,8 @@ func (h *httpHandler) add(w http.ResponseWriter, r *http.Request) {
 		httpError(w, fmt.Errorf("%w: reading body: %v", ErrInvalidArgument, err))
 		return
 	}
-	res, err := h.s.Append(r.Context(), r.PathValue("log"), []sequencer.Entry{{Data: body}})
+	ctx := withHTTPAuthorization(r.Context(), r.Header.Values("Authorization"))
+	res, err := h.s.Append(ctx, r.PathValue("log"), []sequencer.Entry{{Data: body}})
 	if err != nil {
 		httpError(w, err)
 		return
@@ -116,6 +117,13 @@ type logJSON struct {
 	VerifierKey string `json:"verifier_key"`
 	Size        uint64 `json:"size"`
 	CreateTime  string `json:"create_time"`
+	// Leader: this process leads the log; LeaderAddr is the leader's gRPC
+	// address, if known; Sequencing: this process sequences it now (it
+	// leads it and has not stopped), else Stopped says why not.
+	Leader     bool   `json:"leader"`
+	LeaderAddr string `json:"leader_addr"`
+	Sequencing bool   `json:"sequencing"`
+	Stopped    string `json:"stopped,omitempty"`
 }
 
 func (h *httpHandler) logs(w http.ResponseWriter, r *http.Request) {
@@ -123,7 +131,12 @@ func (h *httpHandler) logs(w http.ResponseWriter, r *http.Request) {
 		Logs []logJSON `json:"logs"`
 	}{Logs: []logJSON{}}
 	for _, l := range h.s.ListLogs(r.Context()) {
-		out.Logs = append(out.Logs, logJSON{l.Name, l.Origin, l.VerifierKey, l.Size, l.CreatedAt.UTC().Format("2006-01-02T15:04:05.000000Z")})
+		j := logJSON{Name: l.Name, Origin: l.Origin, VerifierKey: l.VerifierKey, Size: l.Size, CreateTime: l.CreatedAt.UTC().Format("2006-01-02T15:04:05.000000Z"),
+			Leader: l.Leader, LeaderAddr: l.LeaderAddr, Sequencing: l.Sequencing}
+		if l.Stopped != nil {
+			j.Stopped = l.Stopped.Error()
+		}
+		out.Logs = append(out.Logs, j)
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-cache")
@@ -132,10 +145,19 @@ func (h *httpHandler) logs(w http.ResponseWriter, r *http.Request) {
 	enc.Encode(out)
 }
 
-// ready answers 200 once the storage answers.
+// ready answers 200 once the storage answers and every log has been
+// through its first leader election; 503 while not, or while a log that
+// this process leads has stopped sequencing (naming it and why).
 func (h *httpHandler) ready(w http.ResponseWriter, r *http.Request) {
 	if _, err := h.s.cfg.Store.ListLogs(r.Context()); err != nil {
 		httpError(w, fmt.Errorf("storage is not ready: %w", err))
+		return
+	}
+	if msg := h.s.notReady(); msg != "" {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-store")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		io.WriteString(w, msg)
 		return
 	}
 	io.WriteString(w, "ready\n")

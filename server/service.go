@@ -17,6 +17,7 @@ import (
 	"unicode"
 
 	"golang.org/x/mod/sumdb/note"
+	"google.golang.org/grpc"
 
 	"github.com/tlog-dev/tlog/pkg/checkpoint"
 	"github.com/tlog-dev/tlog/pkg/policy"
@@ -72,6 +73,22 @@ type Config struct {
 	Witnessing witnessing.Config
 	// Logger receives the service's logs (default slog.Default()).
 	Logger *slog.Logger
+
+	// AdvertiseAddr is the gRPC address at which the other processes
+	// sharing the store reach this one, recorded when it wins the
+	// leadership of a log (see storage.Elector). Empty: they cannot forward
+	// appends to it.
+	AdvertiseAddr string
+	// NoForwarding makes a process that does not lead a log answer its
+	// appends with Unavailable, naming the leader's address, instead of
+	// forwarding them to the leader.
+	NoForwarding bool
+	// ForwardDialOptions are the gRPC dial options of forwarded appends
+	// (default: plaintext).
+	ForwardDialOptions []grpc.DialOption
+	// ElectionInterval is how often a process that does not lead a log
+	// tries to take its leadership (default 1s).
+	ElectionInterval time.Duration
 }
 
 // Service runs every log of a store.
@@ -90,6 +107,9 @@ type Service struct {
 	wit           *witnessing.Witnesser
 	defaultPolicy *policy.Policy
 
+	elector storage.Elector // nil: this process leads every log
+	fwd     *forwarder
+
 	mu     sync.RWMutex
 	logs   map[string]*logState
 	runCtx context.Context // set by Run; nil before
@@ -98,12 +118,19 @@ type Service struct {
 
 type logState struct {
 	info     storage.Log
-	seq      *sequencer.Sequencer
+	signer   note.Signer
 	verifier note.Verifier
+	elected  chan struct{} // closed once the first election round is over
 
-	mu        sync.Mutex
-	stopped   error  // fatal error of the sequencer, if it stopped
-	ownPolicy string // the log's own witness policy (info.WitnessPolicy is as loaded)
+	mu         sync.Mutex
+	seq        *sequencer.Sequencer // while this process sequences the log
+	leader     bool                 // this process leads the log
+	leaderAddr string               // the leader's address, if another process leads
+	stopped    error                // fatal error of the sequencer, if it stopped
+	ownPolicy  string               // the log's own witness policy (info.WitnessPolicy is as loaded)
+	stored     storage.Checkpoint   // latest checkpoint read from storage, when not sequencing
+	storedAt   time.Time
+	electedOne sync.Once
 }
 
 // New opens every log in the store: it loads each log's key from KeyDir,
@@ -145,6 +172,12 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	if s.wit, err = witnessing.New(wcfg); err != nil {
 		return nil, err
 	}
+	if cfg.ElectionInterval <= 0 {
+		cfg.ElectionInterval = time.Second
+	}
+	s.cfg.ElectionInterval = cfg.ElectionInterval
+	s.elector, _ = cfg.Store.(storage.Elector)
+	s.fwd = newForwarder(cfg.ForwardDialOptions)
 	logs, err := cfg.Store.ListLogs(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("listing logs: %w", err)
@@ -158,10 +191,38 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		if err != nil {
 			return nil, err
 		}
+		if s.elector == nil {
+			if err := s.load(ctx, ls); err != nil && !errors.Is(err, sequencer.ErrFatal) {
+				return nil, err
+			}
+		} else if _, err := s.latest(ctx, ls, 0); err != nil {
+			// Read before the log is witnessed, which starts from it.
+			return nil, fmt.Errorf("log %q: reading its latest checkpoint: %w", l.Name, err)
+		}
 		s.logs[l.Name] = ls
 		s.witness(ls)
 	}
 	return s, nil
+}
+
+// load creates the log's sequencer, which loads and checks its state. A
+// fatal error (storage disagrees with what the log signed) stops the log
+// alone: its appends fail with ErrLogStopped, its reads go on from storage.
+func (s *Service) load(ctx context.Context, ls *logState) error {
+	seq, err := s.newSequencer(ctx, ls)
+	defer ls.setElected()
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	ls.leader = true
+	if err != nil {
+		if errors.Is(err, sequencer.ErrFatal) {
+			s.log.Error("log stopped sequencing: its stored state does not verify; investigate with fsck", "log", ls.info.Name, "err", err)
+			ls.stopped = err
+		}
+		return err
+	}
+	ls.seq, ls.stopped = seq, nil
+	return nil
 }
 
 func (s *Service) openLog(ctx context.Context, l storage.Log, skey string) (*logState, error) {
@@ -180,15 +241,21 @@ func (s *Service) openLog(ctx context.Context, l storage.Log, skey string) (*log
 	if err != nil {
 		return nil, fmt.Errorf("log %q: %w", l.Name, err)
 	}
+	return &logState{info: l, signer: signer, verifier: verifier, ownPolicy: l.WitnessPolicy, elected: make(chan struct{})}, nil
+}
+
+// newSequencer creates a sequencer for the log, loading its state.
+func (s *Service) newSequencer(ctx context.Context, ls *logState) (*sequencer.Sequencer, error) {
 	cfg := s.cfg.Sequencer
-	cfg.Store, cfg.Log, cfg.Signer, cfg.Verifier = s.cfg.Store, l.Name, signer, verifier
+	name := ls.info.Name
+	cfg.Store, cfg.Log, cfg.Signer, cfg.Verifier = s.cfg.Store, name, ls.signer, ls.verifier
 	cfg.Logger = s.log
-	cfg.OnCommit = func(storage.Checkpoint) { s.wit.Notify(l.Name) }
+	cfg.OnCommit = func(storage.Checkpoint) { s.wit.Notify(name) }
 	seq, err := sequencer.New(ctx, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("log %q: %w", l.Name, err)
+		return nil, fmt.Errorf("log %q: %w", name, err)
 	}
-	return &logState{info: l, seq: seq, verifier: verifier, ownPolicy: l.WitnessPolicy}, nil
+	return seq, nil
 }
 
 // Run sequences every log until ctx is done, then flushes what is pooled
@@ -213,21 +280,40 @@ func (s *Service) Run(ctx context.Context) error {
 	s.mu.Unlock()
 	<-ctx.Done()
 	s.wg.Wait()
+	s.fwd.close()
 	return nil
 }
 
-// start runs a log's sequencer. s.mu must be held.
+// start runs a log's sequencer, or with an Elector its campaign for the
+// log's leadership. s.mu must be held.
 func (s *Service) start(ctx context.Context, ls *logState) {
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		if err := ls.seq.Run(ctx); err != nil {
-			s.log.Error("log stopped sequencing to avoid a fork; investigate with fsck before restarting", "log", ls.info.Name, "err", err)
-			ls.mu.Lock()
-			ls.stopped = err
-			ls.mu.Unlock()
+		if s.elector != nil {
+			s.campaign(ctx, ls)
+			return
+		}
+		ls.setElected()
+		ls.mu.Lock()
+		seq := ls.seq
+		ls.mu.Unlock()
+		if seq != nil {
+			s.runSequencer(ctx, ls, seq)
 		}
 	}()
+}
+
+// runSequencer runs seq until ctx is done or it stops on a fatal error.
+func (s *Service) runSequencer(ctx context.Context, ls *logState, seq *sequencer.Sequencer) error {
+	err := seq.Run(ctx)
+	if err != nil {
+		s.log.Error("log stopped sequencing to avoid a fork; investigate with fsck before restarting", "log", ls.info.Name, "err", err)
+		ls.mu.Lock()
+		ls.stopped = err
+		ls.mu.Unlock()
+	}
+	return err
 }
 
 var logNameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._-]{0,63}$`)
@@ -289,6 +375,11 @@ func (s *Service) CreateLogWithPolicy(ctx context.Context, name, origin, witness
 	if err != nil {
 		return storage.Log{}, err
 	}
+	if s.elector == nil {
+		if err := s.load(ctx, ls); err != nil {
+			return storage.Log{}, err
+		}
+	}
 	s.witness(ls)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -322,10 +413,28 @@ func checkOrigin(origin string) error {
 	return nil
 }
 
-// LogInfo describes a log and its current size.
+// LogInfo describes a log, its current size and who sequences it.
 type LogInfo struct {
 	storage.Log
 	Size uint64
+	// Leader: this process leads the log (always, on a store without
+	// storage.Elector).
+	Leader bool
+	// LeaderAddr is the advertised gRPC address of the log's leader, if
+	// known (this process's own when it leads).
+	LeaderAddr string
+	// Sequencing: this process sequences the log now (it leads it, and its
+	// sequencer has not stopped).
+	Sequencing bool
+	// Stopped is the fatal error that stopped this process's sequencer of
+	// the log, if it did.
+	Stopped error
+}
+
+// info describes ls.
+func (s *Service) info(ctx context.Context, ls *logState) LogInfo {
+	leader, addr, sequencing, stopped := ls.leadership()
+	return LogInfo{Log: ls.describe(), Size: s.size(ctx, ls), Leader: leader, LeaderAddr: addr, Sequencing: sequencing, Stopped: stopped}
 }
 
 func (s *Service) state(name string) (*logState, error) {
@@ -344,7 +453,7 @@ func (s *Service) GetLog(ctx context.Context, name string) (LogInfo, error) {
 	if err != nil {
 		return LogInfo{}, err
 	}
-	return LogInfo{Log: ls.describe(), Size: ls.seq.Latest().Size}, nil
+	return s.info(ctx, ls), nil
 }
 
 // ListLogs describes every log, ordered by name; only those that the
@@ -352,14 +461,17 @@ func (s *Service) GetLog(ctx context.Context, name string) (LogInfo, error) {
 func (s *Service) ListLogs(ctx context.Context) []LogInfo {
 	keep := auth.LogFilter(ctx)
 	s.mu.RLock()
-	out := make([]LogInfo, 0, len(s.logs))
+	states := make([]*logState, 0, len(s.logs))
 	for _, ls := range s.logs {
-		if keep != nil && !keep(ls.info.Name) {
-			continue
+		if keep == nil || keep(ls.info.Name) {
+			states = append(states, ls)
 		}
-		out = append(out, LogInfo{Log: ls.describe(), Size: ls.seq.Latest().Size})
 	}
 	s.mu.RUnlock()
+	out := make([]LogInfo, 0, len(states))
+	for _, ls := range states {
+		out = append(out, s.info(ctx, ls))
+	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
 }
@@ -373,14 +485,21 @@ func (s *Service) Verifier(name string) (note.Verifier, error) {
 	return ls.verifier, nil
 }
 
-// Append appends entries to a log and returns once they are durable.
+// Append appends entries to a log and returns once they are durable. On a
+// process that does not lead the log, it forwards them to the leader (see
+// Config.NoForwarding).
 func (s *Service) Append(ctx context.Context, log string, entries []sequencer.Entry) ([]sequencer.Result, error) {
 	ls, err := s.state(log)
 	if err != nil {
 		return nil, err
 	}
+	select {
+	case <-ls.elected:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 	ls.mu.Lock()
-	stopped := ls.stopped
+	seq, leader, addr, stopped := ls.seq, ls.leader, ls.leaderAddr, ls.stopped
 	ls.mu.Unlock()
 	if stopped != nil {
 		return nil, fmt.Errorf("%w: %w", ErrLogStopped, stopped)
@@ -388,7 +507,13 @@ func (s *Service) Append(ctx context.Context, log string, entries []sequencer.En
 	if err := s.limits.check(ctx, entries); err != nil {
 		return nil, err
 	}
-	res, err := ls.seq.Add(ctx, entries)
+	if !leader {
+		return s.forward(ctx, ls, addr, entries)
+	}
+	if seq == nil {
+		return nil, fmt.Errorf("%w: log %q: this process is taking over its sequencing; retry", ErrNotLeader, log)
+	}
+	res, err := seq.Add(ctx, entries)
 	if errors.Is(err, sequencer.ErrFatal) {
 		return nil, fmt.Errorf("%w: %w", ErrLogStopped, err)
 	}
@@ -402,7 +527,10 @@ func (s *Service) Checkpoint(ctx context.Context, log string, size uint64) (stor
 	if err != nil {
 		return storage.Checkpoint{}, err
 	}
-	latest := ls.seq.Latest()
+	latest, err := s.latest(ctx, ls, size)
+	if err != nil {
+		return storage.Checkpoint{}, err
+	}
 	if size == 0 || size == latest.Size {
 		return latest, nil
 	}
@@ -486,7 +614,11 @@ func (s *Service) Entries(ctx context.Context, log string, start, end uint64) ([
 	if err != nil {
 		return nil, err
 	}
-	size := ls.seq.Latest().Size
+	cp, err := s.latest(ctx, ls, end)
+	if err != nil {
+		return nil, err
+	}
+	size := cp.Size
 	switch {
 	case start > end:
 		return nil, fmt.Errorf("%w: start %d is after end %d", ErrInvalidArgument, start, end)
@@ -504,7 +636,11 @@ func (s *Service) Tile(ctx context.Context, log string, t tile.Tile) ([]byte, er
 	if err != nil {
 		return nil, err
 	}
-	size := ls.seq.Latest().Size
+	cp, err := s.latest(ctx, ls, 0)
+	if err != nil {
+		return nil, err
+	}
+	size := cp.Size
 	if w := tile.WidthAt(t.Level, t.Index, size); w < t.Width {
 		return nil, fmt.Errorf("%s is not in the tree of size %d: %w", t.Path(), size, storage.ErrNotFound)
 	}

@@ -112,7 +112,7 @@ func (s *Service) witness(ls *logState) {
 		Name:     name,
 		Verifier: ls.verifier,
 		Policy:   p,
-		Latest:   ls.seq.Latest,
+		Latest:   func() storage.Checkpoint { return s.cachedLatest(ls) },
 		Tiles:    func(ctx context.Context) tree.TileReader { return s.tiles(ctx, name) },
 	})
 }
@@ -138,7 +138,7 @@ func (s *Service) SetWitnessPolicy(ctx context.Context, log, text string) (LogIn
 	ls.mu.Unlock()
 	s.witness(ls)
 	s.log.Info("set witness policy", "log", log, "own_policy", text != "")
-	return LogInfo{Log: ls.describe(), Size: ls.seq.Latest().Size}, nil
+	return s.info(ctx, ls), nil
 }
 
 // CosignedCheckpoint returns the latest checkpoint (size 0) or the one

@@ -185,3 +185,38 @@ type Cosignatures interface {
 	// CosignaturesAt returns the cosignatures stored for size (none: empty).
 	CosignaturesAt(ctx context.Context, log string, size uint64) ([]Cosignature, error)
 }
+
+// Elector is implemented by stores that several processes may share (the
+// PostgreSQL driver): it elects, per log, the one process that sequences it
+// (the leader). It is optional: a store that does not implement it (the
+// embedded driver, which one process at a time holds) makes its process the
+// leader of every log.
+//
+// Leadership only keeps processes from wasting batches on each other:
+// correctness never depends on it. A deposed leader that has not noticed
+// yet can still try to commit, and the compare-and-swap of Integrate makes
+// that commit fail (ErrConflict) instead of forking the log.
+type Elector interface {
+	// TryLead tries once, without waiting, to become the leader of log. If
+	// this process now leads, it returns a Leadership and records addr as
+	// the leader's address (see Leader). If another process leads, it
+	// returns nil and no error. It returns ErrLogNotFound for an unknown
+	// log, or a storage error.
+	TryLead(ctx context.Context, log, addr string) (Leadership, error)
+	// Leader returns the address recorded by the latest process to win the
+	// leadership of log: the current leader, or one that died and has not
+	// been replaced yet. It returns "" if none was ever recorded, and
+	// ErrLogNotFound for an unknown log.
+	Leader(ctx context.Context, log string) (addr string, err error)
+}
+
+// Leadership is a won election. It lasts until Resign, or until the store
+// finds that it may have ended (the connection that holds it died); Lost
+// is then closed, and the holder must stop sequencing at once.
+type Leadership interface {
+	// Lost is closed when the leadership is, or may be, lost (also after
+	// Resign).
+	Lost() <-chan struct{}
+	// Resign gives the leadership up. It is safe to call more than once.
+	Resign()
+}

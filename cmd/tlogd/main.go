@@ -4,7 +4,13 @@
 // With no flags it keeps everything under ./tlog-data (an embedded
 // single-file store and the signing keys), creates a log named "default" on
 // first start, serves gRPC on 127.0.0.1:7600 and HTTP on 127.0.0.1:7601.
-// --database-url switches storage to PostgreSQL. Every flag can also be set
+// --database-url switches storage to PostgreSQL; several tlogd processes may
+// share one database: per log, one of them (elected by a PostgreSQL advisory
+// lock) sequences it, the others forward appends to it (--forward, at the
+// address it advertises with --advertise-addr) and serve reads themselves.
+// A log whose stored state does not verify at start is stopped alone (its
+// appends fail, /readyz answers 503 naming it); tlogd keeps serving the
+// others. Every flag can also be set
 // with an environment variable: --batch-max-age is TLOG_BATCH_MAX_AGE.
 package main
 
@@ -62,6 +68,8 @@ func run() error {
 		origin      = fs.String("origin", "", "origin of the default log, when it is first created (default "+server.DefaultOrigin("default")+")")
 		logLevel    = fs.String("log-level", "info", "log level: debug, info, warn, error")
 		logFormat   = fs.String("log-format", "text", "log format: text or json")
+		advertise   = fs.String("advertise-addr", "", "gRPC address at which the other tlogd processes sharing the PostgreSQL database reach this one,\nto forward appends to it when it leads a log (default --grpc-addr, unless its host is a wildcard)")
+		forward     = fs.Bool("forward", true, "forward appends for a log that another process leads to it (else answer UNAVAILABLE naming the leader)")
 	)
 	secFlags := defineSecurityFlags(fs)
 	witFlags := defineWitnessFlags(fs)
@@ -92,13 +100,23 @@ func run() error {
 	}
 	defer store.Close()
 
+	advertiseAddr, err := advertised(*advertise, *grpcAddr)
+	if err != nil {
+		return err
+	}
+	if advertiseAddr == "" && *databaseURL != "" {
+		logger.Warn("no --advertise-addr and --grpc-addr listens on a wildcard: other tlogd processes cannot forward appends to this one when it leads a log", "grpc_addr", *grpcAddr)
+	}
 	svc, err := server.New(ctx, server.Config{
-		Store:         store,
-		KeyDir:        *keyDir,
-		Sequencer:     sequencer.Config{MaxBatchSize: *batchSize, MaxBatchAge: *batchAge, MaxPending: *maxPending},
-		Limits:        secFlags.limits,
-		WitnessPolicy: witnessPolicy,
-		Logger:        logger,
+		Store:              store,
+		AdvertiseAddr:      advertiseAddr,
+		NoForwarding:       !*forward,
+		ForwardDialOptions: sec.forwardDialOptions(),
+		KeyDir:             *keyDir,
+		Sequencer:          sequencer.Config{MaxBatchSize: *batchSize, MaxBatchAge: *batchAge, MaxPending: *maxPending},
+		Limits:             secFlags.limits,
+		WitnessPolicy:      witnessPolicy,
+		Logger:             logger,
 	})
 	if err != nil {
 		return err
@@ -188,6 +206,25 @@ func openStore(ctx context.Context, url, dataDir string, logger *slog.Logger) (s
 		return nil, err
 	}
 	return s, nil
+}
+
+// advertised returns the address to advertise: flag, else the gRPC listen
+// address if its host is not a wildcard, else "".
+func advertised(flag, grpcAddr string) (string, error) {
+	if flag != "" {
+		if _, _, err := net.SplitHostPort(flag); err != nil {
+			return "", fmt.Errorf("--advertise-addr: %w", err)
+		}
+		return flag, nil
+	}
+	host, port, err := net.SplitHostPort(grpcAddr)
+	if err != nil || port == "0" {
+		return "", nil
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		return "", nil
+	}
+	return grpcAddr, nil
 }
 
 func storageName(url, dataDir string) string {

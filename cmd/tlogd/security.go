@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -142,6 +143,18 @@ func (s *security) grpcOptions() []grpc.ServerOption {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(s.tls.Config())))
 	}
 	return opts
+}
+
+// forwardDialOptions returns the dial options of appends forwarded to a
+// log's leader: TLS verified with the system's roots when this process
+// serves TLS (the processes of one deployment share its setup), else
+// plaintext. A deployment whose peers cannot verify each other's
+// certificates runs with --forward=false.
+func (s *security) forwardDialOptions() []grpc.DialOption {
+	if s.tls != nil {
+		return []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS12}))}
+	}
+	return nil
 }
 
 // httpServer returns the HTTP server of h, behind the access control.

@@ -13,8 +13,9 @@ package main
 //	one byte of an entry            yes   no (1)   yes           appends; consistent
 //	an entry deleted                yes   no (1)   yes           appends; consistent
 //	a leaf hash in a tile           yes   yes (2)  yes           appends; consistent
-//	latest checkpoint re-signed     yes   yes      yes           refuses to start
-//	  with another key
+//	latest checkpoint re-signed     yes   yes      yes           stops sequencing the log
+//	  with another key                                           (from the start: /readyz
+//	                                                             says 503 and why)
 //	last batch rolled back          yes   yes (3)  yes           stops sequencing the log
 //	  (tree head and checkpoints
 //	  moved back, entries deleted)
@@ -28,10 +29,11 @@ package main
 //	(3) from a state saved after the rolled-back batch; a state older than
 //	    the rollback point sees a consistent, if shorter, log.
 //
-// A checkpoint replaced by one signed with another key makes tlogd refuse
-// to start, so the audit reads that store through mirror: a tlog-tiles
-// server that serves whatever the storage holds, as a compromised operator
-// would.
+// A checkpoint replaced by one signed with another key makes tlogd stop
+// sequencing that log from the start (other logs would go on); it still
+// serves what the storage holds, as a compromised operator would, and
+// mirror, a tlog-tiles server that serves the storage directly, must give
+// the audits the same answers.
 
 import (
 	"bytes"
@@ -41,6 +43,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -583,8 +586,9 @@ func TestTamper(t *testing.T) {
 		// fsckKnown is what fsck reports given the checkpoint saved by
 		// the audit at endSize (--checkpoint); empty: not run.
 		fsckKnown string
-		// refuses is what tlogd says when it refuses to start on the
-		// tampered store; empty if it starts.
+		// refuses is what tlogd says (in /readyz, which answers 503) when
+		// it refuses to sequence the log from the start on the tampered
+		// store; empty if it starts normally.
 		refuses string
 		// Audits from the state saved at midSize, at endSize, and with
 		// --full from the state at endSize.
@@ -663,11 +667,22 @@ func TestTamper(t *testing.T) {
 				var d *daemon
 				if c.refuses != "" {
 					d = launch(t, options{args: st.args()})
-					if code := d.wait(30 * time.Second); code == 0 || !strings.Contains(d.stderr.String(), c.refuses) {
-						t.Errorf("tlogd on the tampered store: exit code %d, stderr:\n%s\nwant it to refuse to start, saying %q", code, d.stderr.String(), c.refuses)
+					if err := d.waitStopped(30*time.Second, c.refuses); err != nil {
+						t.Errorf("tlogd on the tampered store: %v\nstderr:\n%s", err, d.stderr.String())
 					}
+					// tlogd serves what storage holds, as the mirror does
+					// (which needs tlogd stopped, for the embedded store).
+					l.auditWith(t, l.httpPrefix(d), l.midState, c.mid)
+					l.auditWith(t, l.httpPrefix(d), l.endState, c.end)
+					l.auditWith(t, l.httpPrefix(d), l.endState, c.full, "--full")
+					l.appendAfter(t, d, true)
+					d.stop()
 					l.checkSigned(t)
 					prefix = mirror(t, st)
+					l.auditWith(t, prefix, l.midState, c.mid)
+					l.auditWith(t, prefix, l.endState, c.end)
+					l.auditWith(t, prefix, l.endState, c.full, "--full")
+					return
 				} else {
 					d = start(t, options{args: st.args()})
 					prefix = l.httpPrefix(d)
@@ -713,4 +728,30 @@ func TestTamperLive(t *testing.T) {
 		t.Errorf("tlogd did not log why it stopped sequencing")
 	}
 	l.checkSigned(t)
+}
+
+// waitStopped waits until tlogd runs and its /readyz answers 503 saying
+// that a log stopped sequencing because of reason.
+func (d *daemon) waitStopped(timeout time.Duration, reason string) error {
+	if err := d.waitReady(0); err != nil && !d.running() {
+		return err
+	}
+	var last string
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if !d.running() {
+			return fmt.Errorf("exited: %v", d.waitErr)
+		}
+		resp, err := d.http.Get("http://" + d.httpAddr + "/readyz")
+		if err != nil {
+			last = err.Error()
+			continue
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		last = fmt.Sprintf("%s: %s", resp.Status, body)
+		if resp.StatusCode == http.StatusServiceUnavailable && strings.Contains(string(body), "stopped sequencing") && strings.Contains(string(body), reason) {
+			return nil
+		}
+	}
+	return fmt.Errorf("/readyz does not say the log stopped sequencing (%q) after %v; last: %s", reason, timeout, last)
 }

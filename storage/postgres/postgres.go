@@ -11,7 +11,9 @@
 // that would shrink a tile or change its stored hashes.
 //
 // Several tlogd processes may share a database: reads never take locks, and
-// the compare-and-swap fences writers.
+// the compare-and-swap fences writers. Store implements storage.Elector:
+// the leader of a log holds a session advisory lock on a connection of its
+// own (see TryLead), and records its address in the log_leaders table.
 package postgres
 
 import (
