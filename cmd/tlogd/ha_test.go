@@ -252,7 +252,7 @@ func throwawayPostgres(t *testing.T) (url string, pgctl func(args ...string)) {
 		return vi < vj
 	})
 	if len(bins) == 0 {
-		t.Skip("no PostgreSQL server binaries in /usr/lib/postgresql/*/bin: cannot run a cluster of this test's own")
+		t.Fatal("no PostgreSQL server binaries in /usr/lib/postgresql/*/bin: this test restarts a PostgreSQL cluster of its own; install the Debian package postgresql (apt-get install postgresql)")
 	}
 	bin := filepath.Dir(bins[len(bins)-1])
 	// Not t.TempDir(): its parents are private to root, and PostgreSQL
@@ -268,7 +268,7 @@ func throwawayPostgres(t *testing.T) (url string, pgctl func(args ...string)) {
 		if err != nil {
 			name = "nobody"
 			if u, err = user.Lookup(name); err != nil {
-				t.Skip("running as root without a postgres or nobody user")
+				t.Fatal("running as root without a postgres or nobody user to run PostgreSQL as (it refuses to run as root): create one, or run the tests as another user")
 			}
 		}
 		uid, _ := strconv.Atoi(u.Uid)
