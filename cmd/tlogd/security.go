@@ -162,7 +162,11 @@ func (s *security) httpServer(h http.Handler) *http.Server {
 	srv := &http.Server{
 		Handler:           s.access.Handler(h),
 		ReadHeaderTimeout: 10 * time.Second,
-		HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: s.f.limits.MaxConcurrentStreams},
+		// A client that trickles a body (at most 64 KiB for an add) must
+		// not hold a connection for ever; idle keep-alives are closed too.
+		ReadTimeout: 60 * time.Second,
+		IdleTimeout: 2 * time.Minute,
+		HTTP2:       &http.HTTP2Config{MaxConcurrentStreams: s.f.limits.MaxConcurrentStreams},
 	}
 	if s.tls != nil {
 		srv.TLSConfig = s.tls.Config()
