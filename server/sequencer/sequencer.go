@@ -187,6 +187,18 @@ func New(ctx context.Context, cfg Config) (*Sequencer, error) {
 // load reads the latest checkpoint and the right edge of the tree from
 // storage and checks that they agree.
 func (s *Sequencer) load(ctx context.Context) error {
+	for attempt := 0; ; attempt++ {
+		err := s.loadOnce(ctx)
+		if !errors.Is(err, errHeadMoved) || attempt == 2 {
+			return err
+		}
+	}
+}
+
+// errHeadMoved: the tree head moved while load read it; read again.
+var errHeadMoved = errors.New("tree head moved while loading")
+
+func (s *Sequencer) loadOnce(ctx context.Context) error {
 	cp, err := s.cfg.Store.LatestCheckpoint(ctx, s.cfg.Log)
 	if err != nil {
 		return fmt.Errorf("sequencer: reading latest checkpoint: %w", err)
@@ -208,6 +220,9 @@ func (s *Sequencer) load(ctx context.Context) error {
 	if edge.Root() != c.Hash {
 		return fmt.Errorf("%w: stored tiles give root %x at size %d, but the log signed %x", ErrFatal, edge.Root(), c.Size, c.Hash)
 	}
+	if err := s.checkNothingBeyond(ctx, cp); err != nil {
+		return err
+	}
 	if s.edge != nil && s.edge.Size() == edge.Size() && s.edge.Root() != edge.Root() {
 		return fmt.Errorf("%w: stored tree at size %d has root %x, but this sequencer signed %x", ErrFatal, edge.Size(), edge.Root(), s.edge.Root())
 	}
@@ -224,6 +239,29 @@ func (s *Sequencer) load(ctx context.Context) error {
 	s.edge, s.head = edge, cp
 	s.latest.set(cp)
 	return nil
+}
+
+// checkNothingBeyond refuses a tree head that was moved back below stored
+// entries: those entries were covered by a checkpoint the log signed, so
+// building on the older head would fork the log. An entry beyond the head
+// can also mean another writer extended the head after it was read: then
+// the head has moved, and load reads it again.
+func (s *Sequencer) checkNothingBeyond(ctx context.Context, head storage.Checkpoint) error {
+	_, err := s.cfg.Store.ReadEntries(ctx, s.cfg.Log, head.Size, head.Size+1)
+	switch {
+	case errors.Is(err, storage.ErrNotFound):
+		return nil
+	case err != nil:
+		return fmt.Errorf("sequencer: probing for entries beyond the head: %w", err)
+	}
+	now, err := s.cfg.Store.LatestCheckpoint(ctx, s.cfg.Log)
+	if err != nil {
+		return fmt.Errorf("sequencer: re-reading the tree head: %w", err)
+	}
+	if now.Size != head.Size {
+		return errHeadMoved
+	}
+	return fmt.Errorf("%w: storage holds entry %d beyond the tree head (size %d): the log was rolled back (run tlogd fsck)", ErrFatal, head.Size, head.Size)
 }
 
 // tileReader reads tiles from overlay first (tiles of a batch not yet

@@ -508,3 +508,54 @@ func TestHeadMovedByAnotherWriter(t *testing.T) {
 		}
 	})
 }
+
+// rolledBack shows an older checkpoint as the tree head, as a database
+// rolled back by someone with write access would, with the later entries
+// still stored.
+type rolledBack struct {
+	storage.Store
+	by uint64
+}
+
+func (r *rolledBack) LatestCheckpoint(ctx context.Context, log string) (storage.Checkpoint, error) {
+	cp, err := r.Store.LatestCheckpoint(ctx, log)
+	if err != nil {
+		return cp, err
+	}
+	return r.Store.CheckpointAt(ctx, log, cp.Size-r.by)
+}
+
+// TestRefusesRollback checks that a sequencer will not build on a head that
+// was moved back below entries the log already signed.
+func TestRefusesRollback(t *testing.T) {
+	forEachDriver(t, func(t *testing.T, open func(t testing.TB) storage.Store) {
+		store := open(t)
+		l := newTestLog(t, store)
+		s, err := New(context.Background(), l.config(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- s.Run(ctx) }()
+		for _, batch := range [][]Entry{{{Data: []byte("a")}, {Data: []byte("b")}}, {{Data: []byte("c")}}} {
+			if _, err := s.Add(context.Background(), batch); err != nil {
+				t.Fatal(err)
+			}
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		cfg := l.config(t)
+		cfg.Store = &rolledBack{Store: store, by: 1}
+		if _, err := New(context.Background(), cfg); !errors.Is(err, ErrFatal) {
+			t.Fatalf("sequencer started on a rolled-back head: %v", err)
+		}
+		// The real head is fine.
+		if _, err := New(context.Background(), l.config(t)); err != nil {
+			t.Fatalf("sequencer on the real head: %v", err)
+		}
+		l.verify(t)
+	})
+}
