@@ -98,6 +98,8 @@ type Service struct {
 
 	createMu sync.Mutex // serializes CreateLog, so racing creators see the winner's log
 
+	metrics *metrics
+
 	// Full tiles and bundles never change, so caching them is safe.
 	tileC   *tree.Cache
 	bundleC *lru
@@ -172,6 +174,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	if s.wit, err = witnessing.New(wcfg); err != nil {
 		return nil, err
 	}
+	s.metrics = newMetrics(s)
 	if cfg.ElectionInterval <= 0 {
 		cfg.ElectionInterval = time.Second
 	}
@@ -488,11 +491,13 @@ func (s *Service) Verifier(name string) (note.Verifier, error) {
 // Append appends entries to a log and returns once they are durable. On a
 // process that does not lead the log, it forwards them to the leader (see
 // Config.NoForwarding).
-func (s *Service) Append(ctx context.Context, log string, entries []sequencer.Entry) ([]sequencer.Result, error) {
+func (s *Service) Append(ctx context.Context, log string, entries []sequencer.Entry) (res []sequencer.Result, err error) {
 	ls, err := s.state(log)
 	if err != nil {
 		return nil, err
 	}
+	// Only known logs are counted, so that label values stay bounded.
+	defer func() { s.metrics.observeAppend(log, res, err) }()
 	select {
 	case <-ls.elected:
 	case <-ctx.Done():
@@ -513,7 +518,7 @@ func (s *Service) Append(ctx context.Context, log string, entries []sequencer.En
 	if seq == nil {
 		return nil, fmt.Errorf("%w: log %q: this process is taking over its sequencing; retry", ErrNotLeader, log)
 	}
-	res, err := seq.Add(ctx, entries)
+	res, err = seq.Add(ctx, entries)
 	if errors.Is(err, sequencer.ErrFatal) {
 		return nil, fmt.Errorf("%w: %w", ErrLogStopped, err)
 	}

@@ -68,6 +68,7 @@ func run() error {
 		origin      = fs.String("origin", "", "origin of the default log, when it is first created (default "+server.DefaultOrigin("default")+")")
 		logLevel    = fs.String("log-level", "info", "log level: debug, info, warn, error")
 		logFormat   = fs.String("log-format", "text", "log format: text or json")
+		metricsAddr = fs.String("metrics-addr", "", "listen address of the Prometheus /metrics endpoint (empty: none); keep it off the public network")
 		advertise   = fs.String("advertise-addr", "", "gRPC address at which the other tlogd processes sharing the PostgreSQL database reach this one,\nto forward appends to it when it leads a log (default --grpc-addr, unless its host is a wildcard)")
 		forward     = fs.Bool("forward", true, "forward appends for a log that another process leads to it (else answer UNAVAILABLE naming the leader)")
 	)
@@ -153,10 +154,19 @@ func run() error {
 	sigc := make(chan os.Signal, 1)
 	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM)
 
+	errc := make(chan error, 3)
+	if *metricsAddr != "" {
+		metricsSrv, err := serveMetrics(*metricsAddr, svc.MetricsHandler(), errc)
+		if err != nil {
+			return err
+		}
+		defer metricsSrv.Close()
+		logger.Info("serving metrics", "addr", "http://"+*metricsAddr+"/metrics")
+	}
 	seqCtx, stopSequencers := context.WithCancel(ctx)
 	seqDone := make(chan error, 1)
 	go func() { seqDone <- svc.Run(seqCtx) }()
-	errc := make(chan error, 2)
+
 	go func() { errc <- gs.Serve(grpcLis) }()
 	go func() { errc <- sec.serveHTTP(httpSrv, httpLis) }()
 	logger.Info("tlogd serving", "grpc", grpcLis.Addr().String(), "http", sec.httpScheme()+"://"+httpLis.Addr().String(), "storage", storageName(*databaseURL, *dataDir))

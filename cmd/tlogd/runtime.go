@@ -1,8 +1,12 @@
 package main
 
 import (
+	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"runtime/debug"
+	"time"
 )
 
 // tuneGC sets the garbage collector for a server whose heap is mostly
@@ -17,4 +21,22 @@ func tuneGC() {
 	if _, ok := os.LookupEnv("GOMEMLIMIT"); !ok {
 		debug.SetMemoryLimit(256 << 20)
 	}
+}
+
+// serveMetrics serves h at /metrics on its own listener; its failure is
+// sent to errc.
+func serveMetrics(addr string, h http.Handler, errc chan<- error) (*http.Server, error) {
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--metrics-addr: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", h)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := srv.Serve(lis); err != http.ErrServerClosed {
+			errc <- err
+		}
+	}()
+	return srv, nil
 }
