@@ -31,6 +31,8 @@ import (
 	"fmt"
 	"strconv"
 	"unicode/utf8"
+
+	"github.com/tlog-dev/tlog/internal/text"
 )
 
 // HashSize is the size of a root hash in bytes (SHA-256, RFC 6962).
@@ -167,20 +169,8 @@ func Parse(body []byte) (Checkpoint, error) {
 // checkText reports the first invalid UTF-8 sequence or control character
 // other than newline in b, naming its line.
 func checkText(b []byte) error {
-	line := 1
-	for i := 0; i < len(b); {
-		r, size := utf8.DecodeRune(b[i:])
-		switch {
-		case r == utf8.RuneError && size == 1:
-			return malformed("line %d: invalid UTF-8", line)
-		case r == '\n':
-			line++
-		case r == '\r':
-			return malformed("line %d: contains a carriage return (U+000D)", line)
-		case r < 0x20:
-			return malformed("line %d: contains control character %U", line, r)
-		}
-		i += size
+	if err := text.Check(b); err != nil {
+		return fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
 	return nil
 }
@@ -263,10 +253,4 @@ func malformed(format string, args ...any) error {
 }
 
 // quote quotes b for an error message, cut short if long.
-func quote(b []byte) string {
-	const max = 64
-	if len(b) > max {
-		return strconv.Quote(string(b[:max])) + "..."
-	}
-	return strconv.Quote(string(b))
-}
+func quote(b []byte) string { return text.Quote(b) }

@@ -41,12 +41,12 @@ import (
 	"strconv"
 	"strings"
 	"unicode"
-	"unicode/utf8"
 
 	"github.com/transparency-dev/merkle/proof"
 	"github.com/transparency-dev/merkle/rfc6962"
 	"golang.org/x/mod/sumdb/note"
 
+	"github.com/tlog-dev/tlog/internal/text"
 	"github.com/tlog-dev/tlog/pkg/checkpoint"
 )
 
@@ -258,20 +258,8 @@ func (lr *lineReader) next(want string) ([]byte, error) {
 // checkText reports the first invalid UTF-8 sequence or control character
 // other than newline in b, naming its line.
 func checkText(b []byte) error {
-	line := 1
-	for i := 0; i < len(b); {
-		r, size := utf8.DecodeRune(b[i:])
-		switch {
-		case r == utf8.RuneError && size == 1:
-			return malformed("line %d: invalid UTF-8", line)
-		case r == '\n':
-			line++
-		case r == '\r':
-			return malformed("line %d: contains a carriage return (U+000D)", line)
-		case r < 0x20:
-			return malformed("line %d: contains control character %U", line, r)
-		}
-		i += size
+	if err := text.Check(b); err != nil {
+		return fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
 	return nil
 }
@@ -467,10 +455,4 @@ func malformed(format string, args ...any) error {
 func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
 
 // quote quotes b for an error message, cut short if long.
-func quote(b []byte) string {
-	const max = 64
-	if len(b) > max {
-		return strconv.Quote(string(b[:max])) + "..."
-	}
-	return strconv.Quote(string(b))
-}
+func quote(b []byte) string { return text.Quote(b) }
