@@ -56,7 +56,8 @@ type Config struct {
 	MaxEntriesPerRead int
 	// TileCacheTiles is how many full hash tiles (about 16 KiB each, with
 	// their interior nodes) are kept in memory for proofs and tile reads,
-	// across all logs (default 4096: 64 MiB).
+	// across all logs, besides the summaries of 32 times as many tiles
+	// (256 bytes each, see tree.Cache) (default 4096: at most 64 + 46 MiB).
 	TileCacheTiles int
 	// BundleCacheBytes bounds the memory of cached full entry bundles
 	// (default 32 MiB).

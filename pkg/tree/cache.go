@@ -17,11 +17,25 @@ import (
 // a proof from cached tiles hashes nothing. A tile of a given width never
 // changes (a partial tile of width W is always the first W hashes of the
 // tile), so cached tiles never go stale. A Cache is safe for concurrent use.
+//
+// A large tree has far more full tiles than the cache holds, and random
+// proofs into it mostly miss. So the cache also remembers, for many more
+// full tiles, a summary: the 8 hashes summaryLevel levels above the tile's
+// own (256 bytes instead of 16 KiB). A proof into a tile that missed but
+// has a summary reads the tile again and hashes at most 30 nodes, instead
+// of the 255 it takes to compute all interior nodes.
 type Cache struct {
 	mu    sync.Mutex
 	max   int
 	lru   list.List // of *cachedTile, most recent first
 	tiles map[cacheKey]*list.Element
+
+	// Summaries, in two generations: when sums reaches maxSums/2 it
+	// becomes old and a new generation starts, so the summaries used since
+	// the last switch survive it (an approximate LRU without per-entry
+	// links).
+	maxSums   int
+	sums, old map[cacheKey]*summary
 }
 
 type cacheKey struct {
@@ -31,20 +45,36 @@ type cacheKey struct {
 	width int
 }
 
+// summaryLevel is the level, within a tile, of its summary's hashes: a
+// proof hashes at most 2^5-1-5 nodes below it and 2^3-1-3 above.
+const summaryLevel = 5
+
+type summary [tile.Width >> summaryLevel * tile.HashSize]byte
+
 type cachedTile struct {
 	key cacheKey
 	// levels[k] holds the width>>k hashes k levels above the tile's own
-	// (for a partial tile, the complete subtrees only).
+	// (for a partial tile, the complete subtrees only). A tile built from a
+	// summary has only levels 0 and summaryLevel; node computes the rest.
 	levels [tile.Height + 1][]byte
 }
 
 // CacheEntryBytes is the memory one cached tile takes, roughly.
 const CacheEntryBytes = 2 * tile.Width * tile.HashSize
 
+// SummariesPerTile is how many tile summaries a Cache keeps per tile it
+// keeps whole; each takes about 350 bytes. With two generations of at most
+// half of them, the summaries of 16 * maxTiles tiles stay cached under
+// random access (maxTiles 4,096: the level-0 tiles of a 16M-entry tree).
+const SummariesPerTile = 32
+
 // NewCache returns a cache of at most maxTiles tiles (each about
-// CacheEntryBytes).
+// CacheEntryBytes) and SummariesPerTile times as many summaries.
 func NewCache(maxTiles int) *Cache {
-	return &Cache{max: max(maxTiles, 1), tiles: make(map[cacheKey]*list.Element)}
+	c := &Cache{max: max(maxTiles, 1), tiles: make(map[cacheKey]*list.Element)}
+	c.maxSums = SummariesPerTile * c.max
+	c.sums, c.old = make(map[cacheKey]*summary), make(map[cacheKey]*summary)
+	return c
 }
 
 // Reader returns a TileReader for one log that answers tiles from the cache
@@ -59,15 +89,22 @@ type cacheReader struct {
 	r   TileReader
 }
 
-func (c *Cache) get(k cacheKey) *cachedTile {
+// get returns the cached tile k, or else its summary, or else nothing.
+func (c *Cache) get(k cacheKey) (*cachedTile, *summary) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	e, ok := c.tiles[k]
-	if !ok {
-		return nil
+	if e, ok := c.tiles[k]; ok {
+		c.lru.MoveToFront(e)
+		return e.Value.(*cachedTile), nil
 	}
-	c.lru.MoveToFront(e)
-	return e.Value.(*cachedTile)
+	if s, ok := c.sums[k]; ok {
+		return nil, s
+	}
+	if s, ok := c.old[k]; ok {
+		c.putSummaryLocked(k, s)
+		return nil, s
+	}
+	return nil, nil
 }
 
 func (c *Cache) put(ct *cachedTile) {
@@ -81,6 +118,18 @@ func (c *Cache) put(ct *cachedTile) {
 		old := c.lru.Remove(c.lru.Back()).(*cachedTile)
 		delete(c.tiles, old.key)
 	}
+	if ct.key.width == tile.Width {
+		s := new(summary)
+		copy(s[:], ct.levels[summaryLevel])
+		c.putSummaryLocked(ct.key, s)
+	}
+}
+
+func (c *Cache) putSummaryLocked(k cacheKey, s *summary) {
+	if len(c.sums) >= c.maxSums/2 {
+		c.old, c.sums = c.sums, make(map[cacheKey]*summary, len(c.sums))
+	}
+	c.sums[k] = s
 }
 
 // expand computes the interior levels of a tile.
@@ -103,22 +152,35 @@ func expand(k cacheKey, hashes []byte) *cachedTile {
 	return ct
 }
 
-// node returns the hash r levels above the tile's own hashes at position i.
+// node returns the hash r levels above the tile's own hashes at position i,
+// from the highest level at or below r that ct has.
 func (ct *cachedTile) node(r uint, i int) []byte {
-	return ct.levels[r][i*tile.HashSize : (i+1)*tile.HashSize]
+	k := r
+	for ct.levels[k] == nil {
+		k--
+	}
+	n := 1 << (r - k) // hashes at level k under the node
+	return subtreeHash(ct.levels[k][i*n*tile.HashSize : (i+1)*n*tile.HashSize])
 }
 
 func (cr *cacheReader) key(t tile.Tile) cacheKey { return cacheKey{cr.log, t.Level, t.Index, t.Width} }
 
-// cached returns the cached tiles ts, reading those it lacks.
+// cached returns the cached tiles ts, reading those it lacks. A tile read
+// again for its summary is returned with levels 0 and summaryLevel only,
+// and not cached whole.
 func (cr *cacheReader) cached(ts []tile.Tile) ([]*cachedTile, error) {
 	out := make([]*cachedTile, len(ts))
-	var missing []tile.Tile
-	var at []int
+	var (
+		missing []tile.Tile
+		at      []int
+		sums    []*summary
+	)
 	for i, t := range ts {
-		if out[i] = cr.c.get(cr.key(t)); out[i] == nil {
+		var s *summary
+		if out[i], s = cr.c.get(cr.key(t)); out[i] == nil {
 			missing = append(missing, t)
 			at = append(at, i)
+			sums = append(sums, s)
 		}
 	}
 	if len(missing) == 0 {
@@ -132,12 +194,19 @@ func (cr *cacheReader) cached(ts []tile.Tile) ([]*cachedTile, error) {
 		return nil, err
 	}
 	for j, i := range at {
-		out[i] = expand(cr.key(missing[j]), data[j])
+		k := cr.key(missing[j])
+		if s := sums[j]; s != nil {
+			ct := &cachedTile{key: k}
+			ct.levels[0] = data[j][:tile.Width*tile.HashSize]
+			ct.levels[summaryLevel] = s[:]
+			out[i] = ct
+			continue
+		}
+		out[i] = expand(k, data[j])
 		cr.c.put(out[i])
 	}
 	return out, nil
 }
-
 // ReadTiles reads tiles through the cache.
 func (cr *cacheReader) ReadTiles(ts []tile.Tile) ([][]byte, error) {
 	cts, err := cr.cached(ts)

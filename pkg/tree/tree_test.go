@@ -257,11 +257,14 @@ func BenchmarkAppend(b *testing.B) {
 }
 
 func BenchmarkInclusionProof(b *testing.B) {
-	b.Run("uncached", func(b *testing.B) { benchmarkInclusionProof(b, false) })
-	b.Run("cached", func(b *testing.B) { benchmarkInclusionProof(b, true) })
+	b.Run("uncached", func(b *testing.B) { benchmarkInclusionProof(b, 0) })
+	// 512 tiles kept whole, 8,192 summaries: most proofs miss the whole
+	// tiles and use a summary.
+	b.Run("summaries", func(b *testing.B) { benchmarkInclusionProof(b, 512) })
+	b.Run("cached", func(b *testing.B) { benchmarkInclusionProof(b, 1<<13) })
 }
 
-func benchmarkInclusionProof(b *testing.B, cached bool) {
+func benchmarkInclusionProof(b *testing.B, cacheTiles int) {
 	m := newMemTiles(b)
 	leaves := make([]Hash, 1<<20)
 	for i := range leaves {
@@ -273,13 +276,67 @@ func benchmarkInclusionProof(b *testing.B, cached bool) {
 	}
 	m.put(tiles)
 	var r TileReader = m
-	if cached {
-		r = NewCache(1<<13).Reader("log", m)
+	if cacheTiles > 0 {
+		r = NewCache(cacheTiles).Reader("log", m)
 	}
 	rnd := rand.New(rand.NewPCG(1, 2))
 	for b.Loop() {
 		if _, err := InclusionProof(r, rnd.Uint64N(e.Size()), e.Size()); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestCacheSummaries checks proofs into tiles the cache no longer holds whole
+// but has summaries of: they verify, they read the tile again, and they do
+// not push the whole tiles out of the cache.
+func TestCacheSummaries(t *testing.T) {
+	m := newMemTiles(t)
+	const n = 64 * tile.Width
+	leaves := make([]Hash, n)
+	for i := range leaves {
+		leaves[i] = LeafHash(entry(uint64(i)))
+	}
+	e, tiles, err := EmptyEdge().Append(leaves)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.put(tiles)
+	root := e.Root()
+	c := NewCache(8) // 8 whole tiles, 128 summaries
+	r := c.Reader("log", m)
+	prove := func(i uint64) {
+		t.Helper()
+		p, err := InclusionProof(r, i, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lh := LeafHash(entry(i))
+		if err := sumdb.CheckRecord(sumdb.RecordProof(toSumdb(p)), n, sumdb.Hash(root), int64(i), sumdb.Hash(lh)); err != nil {
+			t.Fatalf("inclusion %d: %v", i, err)
+		}
+	}
+	// First touch of every level-0 tile: expanded, cached, summarized.
+	for i := uint64(0); i < n; i += tile.Width {
+		prove(i)
+	}
+	if got := len(c.sums) + len(c.old); got != 64 {
+		t.Fatalf("%d summaries after touching 64 full level-0 tiles, want 64", got)
+	}
+	whole := fmt.Sprint(c.tiles)
+	// Every leaf of every other tile, now from summaries: each proof reads
+	// its level-0 tile again and leaves the whole tiles alone.
+	for i := uint64(0); i < n; i++ {
+		if _, ok := c.tiles[cacheKey{"log", 0, i / tile.Width, tile.Width}]; ok {
+			continue
+		}
+		before := m.reads
+		prove(i)
+		if m.reads != before+1 {
+			t.Fatalf("proof of %d read %d tiles, want 1", i, m.reads-before)
+		}
+	}
+	if got := fmt.Sprint(c.tiles); got != whole {
+		t.Fatalf("proofs from summaries changed the whole tiles cached:\n%s\nwant\n%s", got, whole)
 	}
 }

@@ -65,7 +65,7 @@ const (
 	// blockRecords records make a block that fits a 4 KiB page with its key.
 	blockRecords = 96
 
-	bloomBitsPerKey = 10
+	bloomBitsPerKey = 16
 	bloomProbes     = 7
 	bloomBlockBits  = 512 // one cache line
 )
@@ -427,7 +427,7 @@ func (ix *hashIndex) merge(runs []indexRun) error {
 }
 
 // Bloom filters: blocked (all of a key's bits in one 512-bit block, one
-// cache line), about 1% false positives at bloomBitsPerKey.
+// cache line), about 0.1% false positives at bloomBitsPerKey (16).
 
 func newBloom(keys uint64) []byte {
 	blocks := max(1, (keys*bloomBitsPerKey+bloomBlockBits-1)/bloomBlockBits)

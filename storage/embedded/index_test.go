@@ -156,8 +156,8 @@ func TestBloomFalsePositives(t *testing.T) {
 	}
 	rate := float64(fp) / n
 	t.Logf("false positive rate %.2f%% at %d bits per key", 100*rate, bloomBitsPerKey)
-	if rate > 0.02 {
-		t.Errorf("false positive rate %.2f%%, want < 2%%", 100*rate)
+	if rate > 0.003 {
+		t.Errorf("false positive rate %.2f%%, want < 0.3%%", 100*rate)
 	}
 	// Keys that are not random hashes spread as well.
 	f = newBloom(1000)
@@ -170,7 +170,7 @@ func TestBloomFalsePositives(t *testing.T) {
 			fp++
 		}
 	}
-	if rate := float64(fp) / n; rate > 0.03 {
+	if rate := float64(fp) / n; rate > 0.005 {
 		t.Errorf("false positive rate %.2f%% for sequential keys", 100*rate)
 	}
 }
