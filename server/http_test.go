@@ -387,10 +387,19 @@ func TestHTTPMisc(t *testing.T) {
 			}
 		}
 
-		for _, path := range []string{"/healthz", "/readyz"} {
-			resp, body := e.get(path)
-			if resp.StatusCode != http.StatusOK {
-				t.Errorf("%s: %s %s", path, resp.Status, body)
+		if resp, body := e.get("/healthz"); resp.StatusCode != http.StatusOK {
+			t.Errorf("/healthz: %s %s", resp.Status, body)
+		}
+		// A log just created is not ready until it has elected its leader
+		// (PostgreSQL), which takes a moment on a busy machine.
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			resp, body := e.get("/readyz")
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("/readyz: %s %s", resp.Status, body)
+				break
 			}
 		}
 		for _, name := range wantNames {

@@ -36,6 +36,9 @@ var (
 	// ErrInvalid: the request is malformed (caller bug or bad input). Nothing
 	// was written.
 	ErrInvalid = errors.New("invalid storage request")
+	// ErrDuplicate: Integrate was given an entry whose identity is already
+	// in the log. Nothing was written.
+	ErrDuplicate = errors.New("identity already in the log")
 	// ErrSchemaTooNew: the database was migrated by a newer tlog.
 	ErrSchemaTooNew = errors.New("storage schema is newer than this binary")
 	// ErrLocked: another process holds the embedded store.
@@ -139,9 +142,10 @@ type Integrator interface {
 	// equals b.Prev (else ErrConflict), stores the entries and their
 	// identities, upserts the tiles (a tile only ever grows) and stores the
 	// checkpoint. When it returns nil the batch is durable. ErrConflict,
-	// ErrLogNotFound (unknown log) and ErrInvalid (a malformed batch,
-	// including an identity already in the log: callers de-duplicate with
-	// LookupIdentities first) mean nothing was stored. After any other error
+	// ErrLogNotFound (unknown log), ErrDuplicate (an entry's identity is
+	// already in the log: callers de-duplicate with LookupIdentities, before
+	// or after such a refusal) and ErrInvalid (a malformed batch) mean
+	// nothing was stored. After any other error
 	// the outcome is unknown (the connection may have dropped during the
 	// commit): callers must re-read LatestCheckpoint before building on the
 	// head. A batch without entries re-signs the current head: its

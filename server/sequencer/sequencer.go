@@ -141,6 +141,9 @@ type Sequencer struct {
 	edge   *tree.Edge
 	head   storage.Checkpoint
 	resync bool
+	// lookups counts the next batches whose identities are looked up
+	// before they are integrated; see integrate.
+	lookups int
 
 	latest latestCheckpoint
 }
@@ -238,6 +241,7 @@ func (s *Sequencer) loadOnce(ctx context.Context) error {
 	}
 	s.edge, s.head = edge, cp
 	s.latest.set(cp)
+	s.lookups = lookupWindow // clients may be retrying what the last run stored
 	return nil
 }
 
@@ -457,8 +461,20 @@ func (s *Sequencer) finish(batch []*request, err error) {
 	s.mu.Unlock()
 }
 
+// lookupWindow is how many batches look their identities up before they are
+// integrated, after a start or a batch that held an identity already stored.
+const lookupWindow = 64
+
 // integrate commits one batch. It returns only fatal errors; batch errors
 // are given to the batch's callers.
+//
+// Most batches hold only new entries, and storage refuses an identity it
+// already has (storage.ErrDuplicate) as it inserts it. So a batch is
+// integrated without looking its identities up first, which saves a
+// storage lookup per entry; when storage refuses it, nothing was stored,
+// and the batch is prepared again with the lookup, as are the next
+// lookupWindow batches (a client retrying tends to send more). The
+// checkpoint signed for the refused attempt is dropped unseen.
 func (s *Sequencer) integrate(ctx context.Context, batch []*request) error {
 	if s.resync {
 		if err := s.load(ctx); err != nil {
@@ -472,17 +488,23 @@ func (s *Sequencer) integrate(ctx context.Context, batch []*request) error {
 		s.resync = false
 	}
 	start := s.cfg.Now()
-	b, err := s.prepare(ctx, batch)
-	if err != nil {
-		if errors.Is(err, ErrFatal) {
-			s.finish(batch, err)
-			return err
-		}
+	lookup := s.lookups > 0
+	if lookup {
+		s.lookups--
+	}
+	b, err := s.attempt(ctx, batch, lookup)
+	if errors.Is(err, storage.ErrDuplicate) && !lookup {
+		s.log.Debug("batch holds an entry already stored; looking identities up", "size", s.edge.Size(), "err", err)
+		s.lookups = lookupWindow
+		b, err = s.attempt(ctx, batch, true)
+	}
+	switch {
+	case errors.Is(err, errPrepare) && errors.Is(err, ErrFatal):
+		s.finish(batch, err)
+		return err
+	case errors.Is(err, errPrepare):
 		s.finish(batch, fmt.Errorf("%w: %w", ErrUnavailable, err))
 		return nil
-	}
-	err = s.cfg.Store.Integrate(ctx, s.cfg.Log, &b.Batch)
-	switch {
 	case errors.Is(err, storage.ErrConflict):
 		// Another writer moved the head: a transaction of a previous
 		// incarnation of this log that committed after it died, or another
@@ -493,12 +515,13 @@ func (s *Sequencer) integrate(ctx context.Context, batch []*request) error {
 		s.resync = true
 		s.finish(batch, fmt.Errorf("%w: %w", ErrUnavailable, err))
 		return nil
-	case errors.Is(err, storage.ErrInvalid):
-		// prepare built a well-formed batch on the stored head, so storage
-		// refused it because what it holds disagrees with the tree this
-		// sequencer extends: a stored tile the batch would rewrite (the
-		// head was moved back, below tiles that had grown past it: a
-		// rollback) or an identity stored without its entry. Nothing was
+	case errors.Is(err, storage.ErrInvalid), errors.Is(err, storage.ErrDuplicate):
+		// prepare built a well-formed batch on the stored head, after
+		// looking its identities up, so storage refused it because what it
+		// holds disagrees with the tree this sequencer extends: a stored
+		// tile the batch would rewrite (the head was moved back, below tiles
+		// that had grown past it: a rollback) or an identity stored without
+		// its entry. Nothing was
 		// stored, retrying cannot help, and going on could fork the log.
 		fatal := fmt.Errorf("%w: storage refused the batch that extends size %d: it holds data that disagrees with the tree the log signed (rolled back or tampered with? run tlogd fsck): %w", ErrFatal, s.edge.Size(), err)
 		s.finish(batch, fatal)
@@ -531,10 +554,24 @@ type prepared struct {
 	edge *tree.Edge
 }
 
+// errPrepare marks the errors of prepare.
+var errPrepare = errors.New("preparing batch")
+
+// attempt prepares the batch and integrates it. Errors of prepare wrap
+// errPrepare.
+func (s *Sequencer) attempt(ctx context.Context, batch []*request, lookup bool) (*prepared, error) {
+	b, err := s.prepare(ctx, batch, lookup)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errPrepare, err)
+	}
+	return b, s.cfg.Store.Integrate(ctx, s.cfg.Log, &b.Batch)
+}
+
 // prepare de-duplicates the batch, assigns indices, extends the tree, checks
 // consistency with the last checkpoint and signs the new one. It fills in
-// each request's results but for the checkpoint.
-func (s *Sequencer) prepare(ctx context.Context, batch []*request) (*prepared, error) {
+// each request's results but for the checkpoint. Without lookup it assumes
+// that no identity of the batch is stored yet.
+func (s *Sequencer) prepare(ctx context.Context, batch []*request, lookup bool) (*prepared, error) {
 	var ids []tree.Hash
 	seen := make(map[tree.Hash]int) // identity -> position in entries, or -1 if stored
 	for _, r := range batch {
@@ -545,9 +582,12 @@ func (s *Sequencer) prepare(ctx context.Context, batch []*request) (*prepared, e
 			}
 		}
 	}
-	stored, err := s.cfg.Store.LookupIdentities(ctx, s.cfg.Log, ids)
-	if err != nil {
-		return nil, fmt.Errorf("looking up identities: %w", err)
+	var stored map[tree.Hash]uint64
+	if lookup {
+		var err error
+		if stored, err = s.cfg.Store.LookupIdentities(ctx, s.cfg.Log, ids); err != nil {
+			return nil, fmt.Errorf("looking up identities: %w", err)
+		}
 	}
 	size := s.edge.Size()
 	var entries []storage.Entry

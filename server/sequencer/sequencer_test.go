@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -193,39 +194,82 @@ func TestConcurrentAppenders(t *testing.T) {
 	})
 }
 
+// lookupCounter counts LookupIdentities calls.
+type lookupCounter struct {
+	storage.Store
+	n atomic.Int64
+}
+
+func (c *lookupCounter) LookupIdentities(ctx context.Context, log string, ids []storage.Hash) (map[storage.Hash]uint64, error) {
+	c.n.Add(1)
+	return c.Store.LookupIdentities(ctx, log, ids)
+}
+
+// TestDuplicatesAndKeys runs right after the sequencer starts, when batches
+// look identities up first, and after lookupWindow batches, when they are
+// integrated without a lookup until storage refuses a duplicate.
 func TestDuplicatesAndKeys(t *testing.T) {
 	forEachDriver(t, func(t *testing.T, open func(t testing.TB) storage.Store) {
-		l := newTestLog(t, open(t))
-		s := start(t, l.config(t))
-		ctx := context.Background()
-		res, err := s.Add(ctx, []Entry{
-			{Data: []byte("a")}, {Data: []byte("b")}, {Data: []byte("a")},
-			{Data: []byte("k1"), IdempotencyKey: "key-1"}, {Data: []byte("k1"), IdempotencyKey: "key-2"},
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if res[2].Index != res[0].Index || !res[2].Duplicate || res[0].Duplicate {
-			t.Errorf("in-batch duplicate: %+v vs %+v", res[2], res[0])
-		}
-		if res[3].Index == res[4].Index || res[3].Duplicate || res[4].Duplicate {
-			t.Errorf("same data, different keys must be two entries: %+v %+v", res[3], res[4])
-		}
-		// Later: same key with other data is a duplicate of the original.
-		res2, err := s.Add(ctx, []Entry{{Data: []byte("k1 retry"), IdempotencyKey: "key-1"}, {Data: []byte("b")}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !res2[0].Duplicate || res2[0].Index != res[3].Index || res2[0].LeafHash != tree.LeafHash([]byte("k1")) {
-			t.Errorf("keyed retry: %+v, want index %d with the original's leaf hash", res2[0], res[3].Index)
-		}
-		if !res2[1].Duplicate || res2[1].Index != res[1].Index {
-			t.Errorf("duplicate across batches: %+v", res2[1])
-		}
-		if size := l.verify(t); size != 4 {
-			t.Fatalf("size %d, want 4", size)
+		for _, optimistic := range []bool{false, true} {
+			t.Run(fmt.Sprintf("optimistic=%v", optimistic), func(t *testing.T) {
+				testDuplicatesAndKeys(t, open, optimistic)
+			})
 		}
 	})
+}
+
+func testDuplicatesAndKeys(t *testing.T, open func(t testing.TB) storage.Store, optimistic bool) {
+	store := &lookupCounter{Store: open(t)}
+	l := newTestLog(t, store)
+	s := start(t, l.config(t))
+	ctx := context.Background()
+	var prefix uint64
+	if optimistic {
+		for i := range lookupWindow {
+			if _, err := s.Add(ctx, []Entry{{Data: fmt.Appendf(nil, "filler %d", i)}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		prefix = lookupWindow
+		if n := store.n.Load(); n != lookupWindow {
+			t.Fatalf("%d lookups for the first %d batches, want one each", n, lookupWindow)
+		}
+		store.n.Store(0)
+	}
+	res, err := s.Add(ctx, []Entry{
+		{Data: []byte("a")}, {Data: []byte("b")}, {Data: []byte("a")},
+		{Data: []byte("k1"), IdempotencyKey: "key-1"}, {Data: []byte("k1"), IdempotencyKey: "key-2"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res[2].Index != res[0].Index || !res[2].Duplicate || res[0].Duplicate {
+		t.Errorf("in-batch duplicate: %+v vs %+v", res[2], res[0])
+	}
+	if res[3].Index == res[4].Index || res[3].Duplicate || res[4].Duplicate {
+		t.Errorf("same data, different keys must be two entries: %+v %+v", res[3], res[4])
+	}
+	if n := store.n.Load(); optimistic && n != 0 {
+		t.Errorf("a batch of new entries looked identities up %d times, want 0", n)
+	}
+	// Later: same key with other data is a duplicate of the original.
+	res2, err := s.Add(ctx, []Entry{{Data: []byte("k1 retry"), IdempotencyKey: "key-1"}, {Data: []byte("b")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res2[0].Duplicate || res2[0].Index != res[3].Index || res2[0].LeafHash != tree.LeafHash([]byte("k1")) {
+		t.Errorf("keyed retry: %+v, want index %d with the original's leaf hash", res2[0], res[3].Index)
+	}
+	if !res2[1].Duplicate || res2[1].Index != res[1].Index {
+		t.Errorf("duplicate across batches: %+v", res2[1])
+	}
+	if n := store.n.Load(); optimistic && n != 1 {
+		t.Errorf("a batch refused for a stored identity looked identities up %d times, want 1", n)
+	}
+	l.checkResult(t, res2[1], []byte("b"))
+	if size := l.verify(t); size != prefix+4 {
+		t.Fatalf("size %d, want %d", size, prefix+4)
+	}
 }
 
 func TestBadInput(t *testing.T) {

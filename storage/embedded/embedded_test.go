@@ -396,10 +396,10 @@ func TestIntegrateRefused(t *testing.T) {
 		{"duplicate in batch", func(l *testLog, b *storage.Batch) { b.Entries[3].Identity = b.Entries[1].Identity }, storage.ErrInvalid, false},
 		{"duplicate of stored", func(l *testLog, b *storage.Batch) {
 			b.Entries[3].Identity = tree.LeafHash([]byte("entry 0 of log"))
-		}, storage.ErrInvalid, false},
+		}, storage.ErrDuplicate, false},
 		{"duplicate of stored key", func(l *testLog, b *storage.Batch) {
 			b.Entries[3].Identity = tree.LeafHash([]byte("key entry 0 of log"))
-		}, storage.ErrInvalid, true},
+		}, storage.ErrDuplicate, true},
 		{"tile short", func(l *testLog, b *storage.Batch) { b.Tiles[0].Hashes = b.Tiles[0].Hashes[:len(b.Tiles[0].Hashes)-1] }, storage.ErrInvalid, false},
 		{"tile negative level", func(l *testLog, b *storage.Batch) { b.Tiles[0].Level = -1 }, storage.ErrInvalid, false},
 		{"tile beyond the tree", func(l *testLog, b *storage.Batch) {

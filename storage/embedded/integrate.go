@@ -185,7 +185,7 @@ func (p *prepared) apply(tx *bolt.Tx, name string) error {
 		}
 		if found {
 			return fmt.Errorf("log %q: %w: identity %x of entry %d is already in the log at index %d",
-				name, storage.ErrInvalid, id.key, decodeIndex(id.value), idx)
+				name, storage.ErrDuplicate, id.key, decodeIndex(id.value), idx)
 		}
 	}
 	if err := lb.identities.insert(p.ids); err != nil {

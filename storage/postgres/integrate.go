@@ -83,7 +83,7 @@ func (s *Store) Integrate(ctx context.Context, log string, b *storage.Batch) err
 	case code == codeTileShrinks:
 		return fmt.Errorf("postgres: integrate into %q: %w: %v", log, storage.ErrInvalid, err)
 	case code == codeUniqueViolation && constraint == "entries_identity":
-		return fmt.Errorf("postgres: integrate into %q: %w: an entry's identity is already in the log (%v)", log, storage.ErrInvalid, err)
+		return fmt.Errorf("postgres: integrate into %q: %w: an entry's identity is already in the log (%v)", log, storage.ErrDuplicate, err)
 	}
 	return s.fail(ctx, err, "integrate into %q", log)
 }

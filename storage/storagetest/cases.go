@@ -422,7 +422,7 @@ func testDedup(e *env) {
 	// Integrate refuses an identity already in the log, atomically.
 	before := l.snapshot()
 	p := l.batch([]item{{data: []byte("new")}, {data: items[5].data}})
-	e.wantErr("Integrate with an identity already in the log", s.Integrate(ctx, name, p.b), storage.ErrInvalid)
+	e.wantErr("Integrate with an identity already in the log", s.Integrate(ctx, name, p.b), storage.ErrDuplicate)
 	l.checkUnchanged(before, p.b)
 
 	// Many identities at once.
@@ -564,6 +564,7 @@ func testInvalidBatch(e *env) {
 	cases := []struct {
 		name  string
 		batch func() pending
+		want  error // ErrInvalid if nil
 	}{
 		{"entries start after the head", func() pending {
 			p := l.batch(l.newItems(5))
@@ -571,61 +572,65 @@ func testInvalidBatch(e *env) {
 				p.b.Entries[i].Index++
 			}
 			return p
-		}},
+		}, nil},
 		{"gap in indices", func() pending {
 			p := l.batch(l.newItems(5))
 			for i := 2; i < len(p.b.Entries); i++ {
 				p.b.Entries[i].Index++
 			}
 			return p
-		}},
+		}, nil},
 		{"repeated index", func() pending {
 			p := l.batch(l.newItems(5))
 			p.b.Entries[2].Index = p.b.Entries[1].Index
 			return p
-		}},
+		}, nil},
 		{"entry too large", func() pending {
 			items := l.newItems(5)
 			items[2].data = bytes.Repeat([]byte{'x'}, tile.MaxEntrySize+1)
 			return l.batch(items)
-		}},
+		}, nil},
 		{"checkpoint size too small", func() pending {
 			p := l.batch(l.newItems(5))
 			p.b.Checkpoint = l.sign(p.b.Checkpoint.Size-1, p.edge.Root())
 			return p
-		}},
+		}, nil},
 		{"checkpoint size too large", func() pending {
 			p := l.batch(l.newItems(5))
 			p.b.Checkpoint = l.sign(p.b.Checkpoint.Size+1, p.edge.Root())
 			return p
-		}},
+		}, nil},
 		{"identity already in the log", func() pending {
 			items := l.newItems(5)
 			items[3] = item{data: l.entries[7].Data}
 			return l.batch(items)
-		}},
+		}, storage.ErrDuplicate},
 		{"idempotency key already in the log", func() pending {
 			items := l.newItems(5)
 			items[3] = item{data: []byte("other data"), key: "key-1"}
 			return l.batch(items)
-		}},
+		}, storage.ErrDuplicate},
 		{"identity twice in the batch", func() pending {
 			items := l.newItems(5)
 			items[4] = items[1]
 			return l.batch(items)
-		}},
+		}, nil},
 		{"tile of the wrong length", func() pending {
 			p := l.batch(l.newItems(5))
 			td := &p.b.Tiles[0]
 			td.Hashes = td.Hashes[:len(td.Hashes)-tile.HashSize]
 			return p
-		}},
+		}, nil},
 	}
 	for _, c := range cases {
 		e.run(c.name, func() {
 			before := l.snapshot()
 			p := c.batch()
-			e.wantErr("Integrate", e.s.Integrate(e.ctx, l.name(), p.b), storage.ErrInvalid)
+			want := c.want
+			if want == nil {
+				want = storage.ErrInvalid
+			}
+			e.wantErr("Integrate", e.s.Integrate(e.ctx, l.name(), p.b), want)
 			l.checkUnchanged(before, p.b)
 		})
 	}

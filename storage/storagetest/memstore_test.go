@@ -143,7 +143,7 @@ func (s *memStore) Integrate(ctx context.Context, name string, b *storage.Batch)
 			return invalid("identity twice in the batch")
 		}
 		if _, ok := l.identities[e.Identity]; ok {
-			return invalid("entry %d: identity already in the log", e.Index)
+			return fmt.Errorf("%w: entry %d", storage.ErrDuplicate, e.Index)
 		}
 		ids[e.Identity] = true
 	}
