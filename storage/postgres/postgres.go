@@ -10,6 +10,9 @@
 // both extend the same head cannot both commit. A trigger refuses any update
 // that would shrink a tile or change its stored hashes.
 //
+// Concurrent ReadTiles calls share queries: under load, one query reads the
+// tiles of many calls, of any log.
+//
 // Several tlogd processes may share a database: reads never take locks, and
 // the compare-and-swap fences writers. Store implements storage.Elector:
 // the leader of a log holds a session advisory lock on a connection of its
@@ -58,6 +61,8 @@ type Store struct {
 
 	mu  sync.RWMutex
 	ids map[string]int64 // log name -> logs.id; logs are never deleted
+
+	tiles *tileReads // coalesces ReadTiles calls
 }
 
 // Open connects to the database at url (a postgres:// URL or a key=value
@@ -100,12 +105,14 @@ func Open(ctx context.Context, url string, cfg Config) (*Store, error) {
 		}
 		return nil, err
 	}
-	return &Store{pool: pool, log: logger, ids: make(map[string]int64)}, nil
+	return &Store{pool: pool, log: logger, ids: make(map[string]int64), tiles: newTileReads()}, nil
 }
 
-// Close closes the connection pool, waiting for connections in use to be
-// released.
+// Close fails the tile reads waiting to share a query, cancels those that
+// share one, and closes the connection pool, waiting for connections in use
+// to be released.
 func (s *Store) Close() error {
+	s.closeTileReads()
 	s.pool.Close()
 	return nil
 }

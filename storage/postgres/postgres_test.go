@@ -620,8 +620,8 @@ func TestIntegrateDuplicateIdentity(t *testing.T) {
 	} {
 		b, _ := l.batch(t, 5, 20)
 		b.Entries[4].Identity = dup
-		if err := s.Integrate(ctx, l.name, b); !errors.Is(err, storage.ErrInvalid) {
-			t.Errorf("Integrate(%s already stored) = %v, want ErrInvalid", name, err)
+		if err := s.Integrate(ctx, l.name, b); !errors.Is(err, storage.ErrDuplicate) {
+			t.Errorf("Integrate(%s already stored) = %v, want ErrDuplicate", name, err)
 		}
 	}
 	b, _ := l.batch(t, 5, 20)

@@ -107,8 +107,9 @@ SELECT size, root_hash, note FROM checkpoints
 	return cs, nil
 }
 
-// ReadTiles reads all the requested hash tiles in one query. A tile stored
-// narrower than requested is missing: storage.ErrNotFound.
+// ReadTiles reads all the requested hash tiles in one query, which it may
+// share with concurrent calls (see tileReads). A tile stored narrower than
+// requested is missing: storage.ErrNotFound.
 func (s *Store) ReadTiles(ctx context.Context, log string, tiles []tile.Tile) ([][]byte, error) {
 	levels := make([]int16, len(tiles))
 	idxs := make([]int64, len(tiles))
@@ -129,44 +130,23 @@ func (s *Store) ReadTiles(ctx context.Context, log string, tiles []tile.Tile) ([
 	if err != nil || len(tiles) == 0 {
 		return [][]byte{}, err
 	}
-	rows, err := s.pool.Query(ctx, `
-SELECT level, idx, hashes FROM tiles
- WHERE log_id = $1 AND (level, idx) IN (SELECT * FROM unnest($2::smallint[], $3::bigint[]))`,
-		id, levels, idxs)
-	if err != nil {
-		return nil, s.fail(ctx, err, "read tiles of %q", log)
+	r := &tileRead{log: log, id: id, levels: levels, idxs: idxs}
+	if err := s.readTiles(ctx, r); err != nil {
+		return nil, err
 	}
-	type key struct {
-		level int16
-		idx   int64
+	if r.err != nil {
+		return nil, r.err
 	}
-	found := make(map[key][]byte, len(tiles))
-	for rows.Next() {
-		var (
-			k      key
-			hashes []byte
-		)
-		if err := rows.Scan(&k.level, &k.idx, &hashes); err != nil {
-			rows.Close()
-			return nil, s.fail(ctx, err, "read tiles of %q", log)
-		}
-		found[k] = hashes
-	}
-	if err := rows.Err(); err != nil {
-		return nil, s.fail(ctx, err, "read tiles of %q", log)
-	}
-	out := make([][]byte, len(tiles))
 	for i, t := range tiles {
-		h, ok := found[key{levels[i], idxs[i]}]
-		if !ok {
+		h := r.hashes[i]
+		if h == nil {
 			return nil, fmt.Errorf("postgres: %w: log %q has no tile %s", storage.ErrNotFound, log, t.Path())
 		}
 		if len(h) < t.Width*tile.HashSize {
 			return nil, fmt.Errorf("postgres: %w: log %q has tile %s only %d hashes wide", storage.ErrNotFound, log, t.Path(), len(h)/tile.HashSize)
 		}
-		out[i] = h
 	}
-	return out, nil
+	return r.hashes, nil
 }
 
 // ReadEntries returns entries [start, end) in order, with their leaf hashes
