@@ -153,29 +153,25 @@ func checkTiles(tiles []tile.Tile, data [][]byte) error {
 // common ancestor.
 func subtreeHash(hashes []byte) []byte {
 	n := len(hashes) / tile.HashSize
-	level := make([][]byte, n)
-	for i := range level {
-		level[i] = hashes[i*tile.HashSize : (i+1)*tile.HashSize]
-	}
 	if n == 1 {
-		return level[0]
+		return hashes
 	}
-	// Hash in place in one buffer: this is the hot loop of proof building.
+	// Hash level by level in place in one buffer: this is the hot loop of
+	// proof building. Node i of a level overwrites no node of the level
+	// below that is still to be read (those are at 2i and beyond).
 	out := make([]byte, n/2*tile.HashSize)
+	src := hashes
 	var buf [1 + 2*tile.HashSize]byte
 	buf[0] = rfc6962.RFC6962NodeHashPrefix
-	for len(level) > 1 {
-		for i := 0; i < len(level)/2; i++ {
-			copy(buf[1:], level[2*i])
-			copy(buf[1+tile.HashSize:], level[2*i+1])
+	for ; n > 1; n /= 2 {
+		for i := 0; i < n/2; i++ {
+			copy(buf[1:], src[2*i*tile.HashSize:(2*i+2)*tile.HashSize])
 			h := sha256.Sum256(buf[:])
-			dst := out[i*tile.HashSize : (i+1)*tile.HashSize]
-			copy(dst, h[:])
-			level[i] = dst
+			copy(out[i*tile.HashSize:], h[:])
 		}
-		level = level[:len(level)/2]
+		src = out
 	}
-	return level[0]
+	return out[:tile.HashSize:tile.HashSize]
 }
 
 // InclusionProof returns the proof that leaf index is in the tree of the

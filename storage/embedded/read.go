@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"fmt"
 
+	bolt "go.etcd.io/bbolt"
+
 	"github.com/tlog-dev/tlog/pkg/tile"
 	"github.com/tlog-dev/tlog/storage"
 )
@@ -90,10 +92,14 @@ func (s *Store) ReadTiles(ctx context.Context, name string, tiles []tile.Tile) (
 		}
 	}
 	out := make([][]byte, len(tiles))
-	err := s.view(ctx, name, func(lb *logBuckets) error {
+	err := s.db.View(func(tx *bolt.Tx) error {
+		tb, err := openTiles(tx, name)
+		if err != nil {
+			return err
+		}
 		for i, t := range tiles {
 			n := t.Width * tile.HashSize
-			v := lb.tiles.Get(tileKey(t.Level, t.Index))
+			v := tb.Get(tileKey(t.Level, t.Index))
 			if len(v) < n {
 				return fmt.Errorf("log %q: tile %s: %w", name, t.Path(), storage.ErrNotFound)
 			}
