@@ -74,8 +74,17 @@ func Identity(leafHash Hash, idempotencyKey string) Hash {
 	return id
 }
 
-// NodeHash returns the RFC 6962 hash of an interior node.
-func NodeHash(left, right []byte) []byte { return hasher.HashChildren(left, right) }
+// NodeHash returns the RFC 6962 hash of an interior node. It is
+// rfc6962.DefaultHasher.HashChildren without its digest allocation (it
+// hashes every proof's right-edge nodes).
+func NodeHash(left, right []byte) []byte {
+	var buf [1 + 2*tile.HashSize]byte
+	buf[0] = rfc6962.RFC6962NodeHashPrefix
+	copy(buf[1:], left)
+	copy(buf[1+tile.HashSize:], right)
+	h := sha256.Sum256(buf[:])
+	return h[:]
+}
 
 // EmptyRoot is the root hash of the empty tree.
 func EmptyRoot() Hash { return Hash(hasher.EmptyRoot()) }
@@ -205,7 +214,7 @@ func rehash(r TileReader, nodes proof.Nodes, size uint64) ([][]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return nodes.Rehash(hashes, hasher.HashChildren)
+	return nodes.Rehash(hashes, NodeHash)
 }
 
 // RootHash returns the root hash of the tree of the given size.
@@ -228,7 +237,7 @@ func rootOf(rng *compact.Range) (Hash, error) {
 	return Hash(root), nil
 }
 
-var factory = &compact.RangeFactory{Hash: hasher.HashChildren}
+var factory = &compact.RangeFactory{Hash: NodeHash}
 
 // loadRange returns the compact range [0, size): the perfect subtrees on the
 // right edge of the tree.
