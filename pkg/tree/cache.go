@@ -21,9 +21,10 @@ import (
 // A large tree has far more full tiles than the cache holds, and random
 // proofs into it mostly miss. So the cache also remembers, for many more
 // full tiles, a summary: the 8 hashes summaryLevel levels above the tile's
-// own (256 bytes instead of 16 KiB). A proof into a tile that missed but
-// has a summary reads the tile again and hashes at most 30 nodes, instead
-// of the 255 it takes to compute all interior nodes.
+// own (256 bytes instead of 16 KiB). A tile that missed but has a summary
+// is read again and cached with its summary in place of its interior
+// levels: proofs into it hash at most 30 nodes, instead of the 255 it
+// takes to compute all interior levels.
 type Cache struct {
 	mu    sync.Mutex
 	max   int
@@ -54,8 +55,9 @@ type summary [tile.Width >> summaryLevel * tile.HashSize]byte
 type cachedTile struct {
 	key cacheKey
 	// levels[k] holds the width>>k hashes k levels above the tile's own
-	// (for a partial tile, the complete subtrees only). A tile built from a
-	// summary has only levels 0 and summaryLevel; node computes the rest.
+	// (for a partial tile, the complete subtrees only). A tile read again
+	// for its summary has only levels 0 and summaryLevel; node computes the
+	// rest.
 	levels [tile.Height + 1][]byte
 }
 
@@ -118,7 +120,7 @@ func (c *Cache) put(ct *cachedTile) {
 		old := c.lru.Remove(c.lru.Back()).(*cachedTile)
 		delete(c.tiles, old.key)
 	}
-	if ct.key.width == tile.Width {
+	if _, ok := c.sums[ct.key]; !ok && ct.key.width == tile.Width {
 		s := new(summary)
 		copy(s[:], ct.levels[summaryLevel])
 		c.putSummaryLocked(ct.key, s)
@@ -165,9 +167,8 @@ func (ct *cachedTile) node(r uint, i int) []byte {
 
 func (cr *cacheReader) key(t tile.Tile) cacheKey { return cacheKey{cr.log, t.Level, t.Index, t.Width} }
 
-// cached returns the cached tiles ts, reading those it lacks. A tile read
-// again for its summary is returned with levels 0 and summaryLevel only,
-// and not cached whole.
+// cached returns the cached tiles ts, reading and caching those it lacks.
+// A tile read again for its summary gets levels 0 and summaryLevel only.
 func (cr *cacheReader) cached(ts []tile.Tile) ([]*cachedTile, error) {
 	out := make([]*cachedTile, len(ts))
 	var (
@@ -197,16 +198,17 @@ func (cr *cacheReader) cached(ts []tile.Tile) ([]*cachedTile, error) {
 		k := cr.key(missing[j])
 		if s := sums[j]; s != nil {
 			ct := &cachedTile{key: k}
-			ct.levels[0] = data[j][:tile.Width*tile.HashSize]
+			ct.levels[0] = append([]byte(nil), data[j][:tile.Width*tile.HashSize]...)
 			ct.levels[summaryLevel] = s[:]
 			out[i] = ct
-			continue
+		} else {
+			out[i] = expand(k, data[j])
 		}
-		out[i] = expand(k, data[j])
 		cr.c.put(out[i])
 	}
 	return out, nil
 }
+
 // ReadTiles reads tiles through the cache.
 func (cr *cacheReader) ReadTiles(ts []tile.Tile) ([][]byte, error) {
 	cts, err := cr.cached(ts)
