@@ -521,8 +521,8 @@ func (s *Sequencer) integrate(ctx context.Context, batch []*request) error {
 		// holds disagrees with the tree this sequencer extends: a stored
 		// tile the batch would rewrite (the head was moved back, below tiles
 		// that had grown past it: a rollback) or an identity stored without
-		// its entry. Nothing was
-		// stored, retrying cannot help, and going on could fork the log.
+		// its entry. Nothing was stored, retrying cannot help, and going on
+		// could fork the log.
 		fatal := fmt.Errorf("%w: storage refused the batch that extends size %d: it holds data that disagrees with the tree the log signed (rolled back or tampered with? run tlogd fsck): %w", ErrFatal, s.edge.Size(), err)
 		s.finish(batch, fatal)
 		return fatal
