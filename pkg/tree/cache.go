@@ -26,10 +26,11 @@ import (
 // levels: proofs into it hash at most 30 nodes, instead of the 255 it
 // takes to compute all interior levels.
 type Cache struct {
-	mu    sync.Mutex
-	max   int
-	lru   list.List // of *cachedTile, most recent first
-	tiles map[cacheKey]*list.Element
+	mu       sync.Mutex
+	maxBytes int // of the tiles' hashes, all levels
+	bytes    int
+	lru      list.List // of *cachedTile, most recent first
+	tiles    map[cacheKey]*list.Element
 
 	// Summaries, in two generations: when sums reaches maxSums/2 it
 	// becomes old and a new generation starts, so the summaries used since
@@ -70,11 +71,13 @@ const CacheEntryBytes = 2 * tile.Width * tile.HashSize
 // random access (maxTiles 4,096: the level-0 tiles of a 16M-entry tree).
 const SummariesPerTile = 32
 
-// NewCache returns a cache of at most maxTiles tiles (each about
-// CacheEntryBytes) and SummariesPerTile times as many summaries.
+// NewCache returns a cache of the hashes of at most maxTiles tiles with all
+// their interior levels (CacheEntryBytes each; a tile cached from its
+// summary takes about half) and SummariesPerTile times as many summaries.
 func NewCache(maxTiles int) *Cache {
-	c := &Cache{max: max(maxTiles, 1), tiles: make(map[cacheKey]*list.Element)}
-	c.maxSums = SummariesPerTile * c.max
+	maxTiles = max(maxTiles, 1)
+	c := &Cache{maxBytes: maxTiles * CacheEntryBytes, tiles: make(map[cacheKey]*list.Element)}
+	c.maxSums = SummariesPerTile * maxTiles
 	c.sums, c.old = make(map[cacheKey]*summary), make(map[cacheKey]*summary)
 	return c
 }
@@ -116,9 +119,11 @@ func (c *Cache) put(ct *cachedTile) {
 		return
 	}
 	c.tiles[ct.key] = c.lru.PushFront(ct)
-	for c.lru.Len() > c.max {
+	c.bytes += ct.size()
+	for c.bytes > c.maxBytes && c.lru.Len() > 1 {
 		old := c.lru.Remove(c.lru.Back()).(*cachedTile)
 		delete(c.tiles, old.key)
+		c.bytes -= old.size()
 	}
 	if _, ok := c.sums[ct.key]; !ok && ct.key.width == tile.Width {
 		s := new(summary)
@@ -132,6 +137,15 @@ func (c *Cache) putSummaryLocked(k cacheKey, s *summary) {
 		c.old, c.sums = c.sums, make(map[cacheKey]*summary, len(c.sums))
 	}
 	c.sums[k] = s
+}
+
+// size is the memory of ct's hashes.
+func (ct *cachedTile) size() int {
+	n := 0
+	for _, l := range ct.levels {
+		n += len(l)
+	}
+	return n
 }
 
 // expand computes the interior levels of a tile.

@@ -304,7 +304,7 @@ func TestCacheSummaries(t *testing.T) {
 	}
 	m.put(tiles)
 	root := e.Root()
-	c := NewCache(8) // 8 tiles, 256 summaries
+	c := NewCache(8) // 8 whole tiles' worth of bytes, 256 summaries
 	r := c.Reader("log", m)
 	prove := func(i uint64) {
 		t.Helper()
@@ -349,5 +349,10 @@ func TestCacheSummaries(t *testing.T) {
 		if ct := el.Value.(*cachedTile); ct.levels[1] != nil || ct.levels[summaryLevel] == nil {
 			t.Fatalf("tile %d was cached with its interior levels recomputed, not from its summary", ti)
 		}
+	}
+	// The cache is bounded by bytes: tiles cached from their summaries take
+	// half the room of whole ones, so more of them fit.
+	if c.bytes > c.maxBytes || c.lru.Len() <= 8 {
+		t.Fatalf("cache holds %d tiles in %d bytes, want more than 8 in at most %d", c.lru.Len(), c.bytes, c.maxBytes)
 	}
 }
