@@ -185,12 +185,14 @@ func storageFlagsFromEnv(fs *flag.FlagSet) error {
 	return nil
 }
 
-// openForFsck opens the store without creating anything: an embedded file
-// must exist, and one that a running tlogd holds is refused at once.
+// openForFsck opens the store without creating or changing anything: an
+// embedded file must exist, and one that a running tlogd holds is refused at
+// once; a PostgreSQL schema must be current (fsck does not migrate it, so a
+// role that may only read can run it).
 func (f *fsckCmd) open(ctx context.Context) (storage.Store, error) {
 	logger := slog.New(slog.DiscardHandler)
 	if f.databaseURL != "" {
-		s, err := postgres.Open(ctx, f.databaseURL, postgres.Config{Logger: logger, MaxConns: 4})
+		s, err := postgres.Open(ctx, f.databaseURL, postgres.Config{Logger: logger, MaxConns: 4, NoMigrate: true})
 		if err != nil {
 			return nil, fmt.Errorf("opening PostgreSQL: %w", err)
 		}

@@ -89,6 +89,31 @@ func migrateOne(ctx context.Context, pool *pgxpool.Pool, ms []migrations.Migrati
 	return m.Version == latest, nil
 }
 
+// checkSchema fails unless the database's schema is at version latest,
+// changing nothing.
+func checkSchema(ctx context.Context, pool *pgxpool.Pool, latest int) error {
+	var exists bool
+	if err := pool.QueryRow(ctx, `SELECT to_regclass('schema_version') IS NOT NULL`).Scan(&exists); err != nil {
+		return fmt.Errorf("postgres: look for schema_version: %w", err)
+	}
+	if !exists {
+		return fmt.Errorf("postgres: the database has no tlog schema (no schema_version table)")
+	}
+	var version int
+	if err := pool.QueryRow(ctx, `SELECT version FROM schema_version`).Scan(&version); err != nil {
+		return fmt.Errorf("postgres: read schema_version: %w", err)
+	}
+	switch {
+	case version > latest:
+		return fmt.Errorf("postgres: %w: the database has schema version %d, this binary knows up to %d",
+			storage.ErrSchemaTooNew, version, latest)
+	case version < latest:
+		return fmt.Errorf("postgres: the database has schema version %d, older than this binary's %d: start tlogd once to migrate it (this command does not change the database)",
+			version, latest)
+	}
+	return nil
+}
+
 // SchemaVersion returns the schema version recorded in the database.
 func (s *Store) SchemaVersion(ctx context.Context) (int, error) {
 	var v int

@@ -52,6 +52,10 @@ type Config struct {
 	// Logger receives start-up notices such as applied migrations. Nil
 	// discards them.
 	Logger *slog.Logger
+	// NoMigrate opens the database without changing it, for tools that
+	// only read (tlogd fsck): Open fails if the schema is not exactly the
+	// newest version this binary knows, instead of migrating it.
+	NoMigrate bool
 }
 
 // Store is a storage.Store on PostgreSQL. It is safe for concurrent use.
@@ -95,7 +99,10 @@ func Open(ctx context.Context, url string, cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("postgres: open pool: %w", err)
 	}
 	ms, err := migrations.All()
-	if err == nil {
+	switch {
+	case err == nil && cfg.NoMigrate:
+		err = checkSchema(ctx, pool, len(ms))
+	case err == nil:
 		err = migrate(ctx, pool, ms, logger)
 	}
 	if err != nil {

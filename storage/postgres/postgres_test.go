@@ -766,3 +766,46 @@ func TestConformance(t *testing.T) {
 		return func() (storage.Store, error) { return Open(t.Context(), url, testConfig(t)) }
 	})
 }
+
+// TestNoMigrate opens databases without changing them, as tlogd fsck does:
+// an empty database and an older schema are refused and left as they were,
+// a current one opens, a newer one is refused as by Open.
+func TestNoMigrate(t *testing.T) {
+	ctx := t.Context()
+	url := pgtest.NewDatabase(t)
+	cfg := testConfig(t)
+	cfg.NoMigrate = true
+	if _, err := Open(ctx, url, cfg); err == nil || !strings.Contains(err.Error(), "no tlog schema") {
+		t.Fatalf("NoMigrate Open of an empty database = %v, want an error saying it has no tlog schema", err)
+	}
+	c := conn(t, url)
+	var tables int
+	if err := c.QueryRow(ctx, `SELECT count(*) FROM pg_tables WHERE schemaname = 'public'`).Scan(&tables); err != nil || tables != 0 {
+		t.Fatalf("NoMigrate Open left %d tables (%v) in an empty database, want 0", tables, err)
+	}
+
+	s, err := Open(ctx, url, testConfig(t)) // migrates
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if s, err = Open(ctx, url, cfg); err != nil {
+		t.Fatalf("NoMigrate Open of a current database: %v", err)
+	}
+	s.Close()
+
+	ms, _ := migrations.All()
+	for _, v := range []int{len(ms) - 1, len(ms) + 1} {
+		if _, err := c.Exec(ctx, `UPDATE schema_version SET version = $1`, v); err != nil {
+			t.Fatal(err)
+		}
+		_, err := Open(ctx, url, cfg)
+		if err == nil || !strings.Contains(err.Error(), strconv.Itoa(v)) || (v > len(ms)) != errors.Is(err, storage.ErrSchemaTooNew) {
+			t.Fatalf("NoMigrate Open at schema version %d = %v", v, err)
+		}
+		var got int
+		if err := c.QueryRow(ctx, `SELECT version FROM schema_version`).Scan(&got); err != nil || got != v {
+			t.Fatalf("schema version %d (%v) after NoMigrate Open, want %d unchanged", got, err, v)
+		}
+	}
+}
