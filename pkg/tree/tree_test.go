@@ -23,6 +23,23 @@ type memTiles struct {
 
 func newMemTiles(t testing.TB) *memTiles { return &memTiles{t: t, tiles: map[tile.Tile][]byte{}} }
 
+// memTree returns the stored tiles and the edge of the tree of leaves
+// entry(0), ..., entry(n-1).
+func memTree(tb testing.TB, n int) (*memTiles, *Edge) {
+	tb.Helper()
+	leaves := make([]Hash, n)
+	for i := range leaves {
+		leaves[i] = LeafHash(entry(uint64(i)))
+	}
+	e, tiles, err := EmptyEdge().Append(leaves)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	m := newMemTiles(tb)
+	m.put(tiles)
+	return m, e
+}
+
 func (m *memTiles) put(ts []TileData) {
 	for _, td := range ts {
 		key := td.Tile
@@ -213,17 +230,7 @@ func TestAppendDoesNotMutate(t *testing.T) {
 
 // TestProofReadsFewTiles checks that proofs read O(log n) tiles.
 func TestProofReadsFewTiles(t *testing.T) {
-	m := newMemTiles(t)
-	e := EmptyEdge()
-	leaves := make([]Hash, 70000)
-	for i := range leaves {
-		leaves[i] = LeafHash(entry(uint64(i)))
-	}
-	e, tiles, err := e.Append(leaves)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m.put(tiles)
+	m, e := memTree(t, 70000)
 	for _, i := range []uint64{0, 1, 12345, 69999} {
 		m.reads = 0
 		if _, err := InclusionProof(m, i, e.Size()); err != nil {
@@ -265,16 +272,7 @@ func BenchmarkInclusionProof(b *testing.B) {
 }
 
 func benchmarkInclusionProof(b *testing.B, cacheTiles int) {
-	m := newMemTiles(b)
-	leaves := make([]Hash, 1<<20)
-	for i := range leaves {
-		leaves[i] = LeafHash(entry(uint64(i)))
-	}
-	e, tiles, err := EmptyEdge().Append(leaves)
-	if err != nil {
-		b.Fatal(err)
-	}
-	m.put(tiles)
+	m, e := memTree(b, 1<<20)
 	var r TileReader = m
 	if cacheTiles > 0 {
 		r = NewCache(cacheTiles).Reader("log", m)
@@ -292,17 +290,8 @@ func benchmarkInclusionProof(b *testing.B, cacheTiles int) {
 // with its summary instead of its interior levels (not recomputed), and
 // later proofs into it read nothing.
 func TestCacheSummaries(t *testing.T) {
-	m := newMemTiles(t)
 	const n = 64 * tile.Width
-	leaves := make([]Hash, n)
-	for i := range leaves {
-		leaves[i] = LeafHash(entry(uint64(i)))
-	}
-	e, tiles, err := EmptyEdge().Append(leaves)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m.put(tiles)
+	m, e := memTree(t, n)
 	root := e.Root()
 	c := NewCache(8) // 8 whole tiles' worth of bytes, 256 summaries
 	r := c.Reader("log", m)
