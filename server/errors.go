@@ -57,6 +57,7 @@ var errorCodes = []struct {
 	{storage.ErrSchemaTooNew, codes.FailedPrecondition, http.StatusInternalServerError},
 	{storage.ErrConflict, codes.Aborted, http.StatusConflict},
 	{storage.ErrInvalid, codes.Internal, http.StatusInternalServerError},
+	{storage.ErrDuplicate, codes.Internal, http.StatusInternalServerError}, // reaches callers only when storage disagrees with a lookup
 	{tree.ErrMissingTile, codes.Internal, http.StatusInternalServerError},
 }
 
