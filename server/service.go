@@ -550,11 +550,33 @@ func (s *Service) Checkpoint(ctx context.Context, log string, size uint64) (stor
 	return cp, err
 }
 
-// tiles reads a log's hash tiles through the tile cache.
+// tiles reads a log's hash tiles through the tile cache, and slices of
+// tiles if the store can read them.
 func (s *Service) tiles(ctx context.Context, log string) tree.TileReader {
-	return s.tileC.Reader(log, tree.TileReaderFunc(func(ts []tile.Tile) ([][]byte, error) {
-		return s.cfg.Store.ReadTiles(ctx, log, ts)
-	}))
+	r := storeTiles{ctx: ctx, log: log, s: s.cfg.Store}
+	if sr, ok := s.cfg.Store.(storage.SliceReader); ok {
+		return s.tileC.Reader(log, storeSlices{r, sr})
+	}
+	return s.tileC.Reader(log, r)
+}
+
+// storeTiles is a tree.TileReader of one log of a store.
+type storeTiles struct {
+	ctx context.Context
+	log string
+	s   storage.Reader
+}
+
+func (r storeTiles) ReadTiles(ts []tile.Tile) ([][]byte, error) { return r.s.ReadTiles(r.ctx, r.log, ts) }
+
+// storeSlices is a tree.SliceReader of one log of a store.
+type storeSlices struct {
+	storeTiles
+	sr storage.SliceReader
+}
+
+func (r storeSlices) ReadTileSlices(ss []tree.TileSlice) ([][]byte, error) {
+	return r.sr.ReadTileSlices(r.ctx, r.log, ss)
 }
 
 // InclusionProof proves that leaf index is in the tree of the given size (0:

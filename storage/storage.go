@@ -180,6 +180,17 @@ type Reader interface {
 	FindLeaf(ctx context.Context, log string, h Hash) (uint64, error)
 }
 
+// SliceReader is implemented by stores that read part of a hash tile for
+// less than the whole tile (see tree.SliceReader); the server's proofs use
+// it when it is there.
+type SliceReader interface {
+	// ReadTileSlices returns hashes [From, To) of each tile: exactly
+	// (To-From)*32 bytes. A tile missing, or stored narrower than To, is an
+	// error wrapping ErrNotFound; a slice outside 0 <= From < To <= Width, or
+	// not of a hash tile, is ErrInvalid.
+	ReadTileSlices(ctx context.Context, log string, slices []tree.TileSlice) ([][]byte, error)
+}
+
 // Cosignatures stores witness cosignatures per checkpoint.
 type Cosignatures interface {
 	// AddCosignatures stores cosignatures on the checkpoint at size; a

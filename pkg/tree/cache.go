@@ -3,6 +3,7 @@ package tree
 import (
 	"container/list"
 	"crypto/sha256"
+	"fmt"
 	"sync"
 
 	"github.com/transparency-dev/merkle/compact"
@@ -182,35 +183,49 @@ func (ct *cachedTile) node(r uint, i int) []byte {
 func (cr *cacheReader) key(t tile.Tile) cacheKey { return cacheKey{cr.log, t.Level, t.Index, t.Width} }
 
 // cached returns the cached tiles ts, reading and caching those it lacks.
-// A tile read again for its summary gets levels 0 and summaryLevel only.
 func (cr *cacheReader) cached(ts []tile.Tile) ([]*cachedTile, error) {
+	out, sums := cr.lookup(ts)
+	return out, cr.fill(ts, out, sums, nil)
+}
+
+// lookup returns the cached tiles ts, and the summaries of those not cached
+// (see Cache.get).
+func (cr *cacheReader) lookup(ts []tile.Tile) ([]*cachedTile, []*summary) {
 	out := make([]*cachedTile, len(ts))
+	sums := make([]*summary, len(ts))
+	for i, t := range ts {
+		out[i], sums[i] = cr.c.get(cr.key(t))
+	}
+	return out, sums
+}
+
+// fill reads and caches the tiles ts[i] that lookup did not find, except
+// those with skip[i] set (skip may be nil). A tile read again for its summary
+// sums[i] gets levels 0 and summaryLevel only.
+func (cr *cacheReader) fill(ts []tile.Tile, out []*cachedTile, sums []*summary, skip []bool) error {
 	var (
 		missing []tile.Tile
 		at      []int
-		sums    []*summary
 	)
 	for i, t := range ts {
-		var s *summary
-		if out[i], s = cr.c.get(cr.key(t)); out[i] == nil {
+		if out[i] == nil && (skip == nil || !skip[i]) {
 			missing = append(missing, t)
 			at = append(at, i)
-			sums = append(sums, s)
 		}
 	}
 	if len(missing) == 0 {
-		return out, nil
+		return nil
 	}
 	data, err := cr.r.ReadTiles(missing)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if err := checkTiles(missing, data); err != nil {
-		return nil, err
+		return err
 	}
 	for j, i := range at {
 		k := cr.key(missing[j])
-		if s := sums[j]; s != nil {
+		if s := sums[i]; s != nil {
 			ct := &cachedTile{key: k}
 			ct.levels[0] = append([]byte(nil), data[j][:tile.Width*tile.HashSize]...)
 			ct.levels[summaryLevel] = s[:]
@@ -220,7 +235,7 @@ func (cr *cacheReader) cached(ts []tile.Tile) ([]*cachedTile, error) {
 		}
 		cr.c.put(out[i])
 	}
-	return out, nil
+	return nil
 }
 
 // ReadTiles reads tiles through the cache.
@@ -237,15 +252,75 @@ func (cr *cacheReader) ReadTiles(ts []tile.Tile) ([][]byte, error) {
 }
 
 // nodeHashes looks the given nodes up in the cached tiles' interior levels.
+// Through a SliceReader, a tile that is not cached but has a summary is not
+// read whole (nor cached): nodes at or above the summary's level come from
+// the summary, and those below from the slice of 2^summaryLevel hashes under
+// them, a quarter of a page instead of two.
 func (cr *cacheReader) nodeHashes(ids []compact.NodeID, tiles []tile.Tile, spans []span) ([][]byte, error) {
-	cts, err := cr.cached(tiles)
-	if err != nil {
+	cts, sums := cr.lookup(tiles)
+	sr, _ := cr.r.(SliceReader)
+	var sliced []bool
+	if sr != nil {
+		sliced = make([]bool, len(tiles))
+		for i := range tiles {
+			sliced[i] = cts[i] == nil && sums[i] != nil
+		}
+	}
+	if err := cr.fill(tiles, cts, sums, sliced); err != nil {
 		return nil, err
 	}
+
+	const block = 1 << summaryLevel // hashes per slice
+	type blockKey struct{ t, b int }
+	var slices []TileSlice
+	blocks := make(map[blockKey]int) // index in slices
+	for i, s := range spans {
+		if cts[s.t] != nil || ids[i].Level%tile.Height >= summaryLevel {
+			continue
+		}
+		k := blockKey{s.t, s.lo / block}
+		if _, ok := blocks[k]; !ok {
+			blocks[k] = len(slices)
+			slices = append(slices, TileSlice{Tile: tiles[s.t], From: k.b * block, To: (k.b + 1) * block})
+		}
+	}
+	var data [][]byte
+	if len(slices) > 0 {
+		var err error
+		if data, err = sr.ReadTileSlices(slices); err != nil {
+			return nil, err
+		}
+		if err := checkSlices(slices, data); err != nil {
+			return nil, err
+		}
+	}
+
 	out := make([][]byte, len(ids))
 	for i, s := range spans {
 		r := ids[i].Level % tile.Height
-		out[i] = cts[s.t].node(r, s.lo>>r)
+		switch {
+		case cts[s.t] != nil:
+			out[i] = cts[s.t].node(r, s.lo>>r)
+		case r >= summaryLevel:
+			out[i] = subtreeHash(sums[s.t][s.lo/block*tile.HashSize : s.hi/block*tile.HashSize])
+		default:
+			b := s.lo / block
+			d := data[blocks[blockKey{s.t, b}]]
+			out[i] = subtreeHash(d[(s.lo-b*block)*tile.HashSize : (s.hi-b*block)*tile.HashSize])
+		}
 	}
 	return out, nil
+}
+
+// checkSlices checks that a SliceReader returned every slice, whole.
+func checkSlices(slices []TileSlice, data [][]byte) error {
+	if len(data) != len(slices) {
+		return fmt.Errorf("tile reader returned %d slices, want %d", len(data), len(slices))
+	}
+	for i, s := range slices {
+		if want := (s.To - s.From) * tile.HashSize; len(data[i]) != want {
+			return fmt.Errorf("%w: hashes %d..%d of %s: %d bytes, want %d", ErrMissingTile, s.From, s.To, s.Tile.Path(), len(data[i]), want)
+		}
+	}
+	return nil
 }

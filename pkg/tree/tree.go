@@ -46,6 +46,24 @@ type TileReaderFunc func(tiles []tile.Tile) ([][]byte, error)
 // ReadTiles calls f.
 func (f TileReaderFunc) ReadTiles(tiles []tile.Tile) ([][]byte, error) { return f(tiles) }
 
+// TileSlice names the hashes [From, To) of a tile, 0 <= From < To <=
+// Tile.Width.
+type TileSlice struct {
+	Tile     tile.Tile
+	From, To int
+}
+
+// SliceReader is a TileReader that can also read slices of tiles, for
+// storage where that costs less than reading whole tiles: a proof that
+// misses a cached tile but has its summary (see Cache) needs only 32 of its
+// hashes. ReadTileSlices returns exactly (To-From)*32 bytes per slice; a
+// tile it does not have, or has narrower than To, is an error wrapping
+// ErrMissingTile.
+type SliceReader interface {
+	TileReader
+	ReadTileSlices(slices []TileSlice) ([][]byte, error)
+}
+
 var hasher = rfc6962.DefaultHasher
 
 // LeafHash returns the RFC 6962 leaf hash of an entry.

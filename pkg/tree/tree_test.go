@@ -70,6 +70,31 @@ func (m *memTiles) ReadTiles(ts []tile.Tile) ([][]byte, error) {
 	return out, nil
 }
 
+// sliceTiles is memTiles that also reads slices of tiles, counting them
+// apart from whole tiles.
+type sliceTiles struct {
+	*memTiles
+	slices int
+}
+
+func (s *sliceTiles) ReadTileSlices(ss []TileSlice) ([][]byte, error) {
+	out := make([][]byte, len(ss))
+	for i, sl := range ss {
+		s.slices++
+		if sl.From < 0 || sl.From >= sl.To || sl.To > sl.Tile.Width {
+			s.t.Fatalf("slice %d..%d of %s asked for", sl.From, sl.To, sl.Tile.Path())
+		}
+		key := sl.Tile
+		key.Width = 0
+		d, ok := s.tiles[key]
+		if !ok || len(d) < sl.To*tile.HashSize {
+			return nil, fmt.Errorf("%w: %s", ErrMissingTile, sl.Tile.Path())
+		}
+		out[i] = d[sl.From*tile.HashSize : sl.To*tile.HashSize]
+	}
+	return out, nil
+}
+
 // sumdbHashes is an independent model: golang.org/x/mod/sumdb/tlog's stored
 // hash layout, grown one leaf at a time.
 type sumdbHashes []sumdb.Hash
@@ -136,8 +161,12 @@ func TestAgainstSumdb(t *testing.T) {
 	// Every check runs on the plain store and through a small cache (so
 	// that tiles are evicted and read again).
 	cache := NewCache(3)
-	for _, r := range []TileReader{m, cache.Reader("log", m)} {
+	sliced := &sliceTiles{memTiles: m}
+	for _, r := range []TileReader{m, cache.Reader("log", m), NewCache(3).Reader("log", sliced)} {
 		checkProofs(t, r, sizes, size, roots)
+	}
+	if sliced.slices == 0 {
+		t.Fatal("no proof read a slice of a tile through a SliceReader")
 	}
 }
 
@@ -344,4 +373,76 @@ func TestCacheSummaries(t *testing.T) {
 	if c.bytes > c.maxBytes || c.lru.Len() <= 8 {
 		t.Fatalf("cache holds %d tiles in %d bytes, want more than 8 in at most %d", c.lru.Len(), c.bytes, c.maxBytes)
 	}
+}
+
+// TestCacheSlices checks proofs through a SliceReader into tiles the cache
+// no longer holds but has summaries of: they verify, and each reads one
+// slice of 32 hashes and no whole tile. A slice reader's short answer is a
+// missing tile.
+func TestCacheSlices(t *testing.T) {
+	const n = 64 * tile.Width
+	m, e := memTree(t, n)
+	root := e.Root()
+	st := &sliceTiles{memTiles: m}
+	c := NewCache(8)
+	r := c.Reader("log", st)
+	prove := func(i uint64) {
+		t.Helper()
+		p, err := InclusionProof(r, i, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lh := LeafHash(entry(i))
+		if err := sumdb.CheckRecord(sumdb.RecordProof(toSumdb(p)), n, sumdb.Hash(root), int64(i), sumdb.Hash(lh)); err != nil {
+			t.Fatalf("inclusion %d: %v", i, err)
+		}
+	}
+	for i := uint64(0); i < n; i += tile.Width {
+		prove(i) // first touch: read whole, summarized
+	}
+	evicted := 0
+	for ti := uint64(0); ti < n/tile.Width; ti++ {
+		if _, ok := c.tiles[cacheKey{"log", 0, ti, tile.Width}]; ok {
+			continue
+		}
+		evicted++
+		for i := ti * tile.Width; i < (ti+1)*tile.Width; i += 7 {
+			reads, slices := m.reads, st.slices
+			prove(i)
+			if m.reads != reads || st.slices != slices+1 {
+				t.Fatalf("proof of %d read %d tiles and %d slices, want 0 and 1", i, m.reads-reads, st.slices-slices)
+			}
+		}
+		if _, ok := c.tiles[cacheKey{"log", 0, ti, tile.Width}]; ok {
+			t.Fatalf("tile %d was cached from a slice", ti)
+		}
+	}
+	if evicted < 32 {
+		t.Fatalf("only %d of 64 tiles evicted from a cache of 8", evicted)
+	}
+
+	short := TileReaderFunc(m.ReadTiles)
+	bad := &shortSlices{TileReader: short}
+	c = NewCache(1)
+	r = c.Reader("log", bad)
+	for i := uint64(0); i < n; i += tile.Width {
+		if _, err := InclusionProof(r, i, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The second-to-last tile: evicted, its summary kept.
+	if _, err := InclusionProof(r, n-tile.Width-1, n); !errors.Is(err, ErrMissingTile) {
+		t.Fatalf("proof from a short slice: %v, want ErrMissingTile", err)
+	}
+}
+
+// shortSlices answers every slice with one hash.
+type shortSlices struct{ TileReader }
+
+func (shortSlices) ReadTileSlices(ss []TileSlice) ([][]byte, error) {
+	out := make([][]byte, len(ss))
+	for i := range out {
+		out[i] = make([]byte, tile.HashSize)
+	}
+	return out, nil
 }

@@ -1,6 +1,7 @@
 package embedded
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/tlog-dev/tlog/pkg/tile"
+	"github.com/tlog-dev/tlog/pkg/tree"
 	"github.com/tlog-dev/tlog/storage"
 )
 
@@ -83,27 +85,47 @@ func (s *Store) ListCheckpoints(ctx context.Context, name string, after uint64, 
 // each. A tile that is absent or narrower than asked for is an error
 // wrapping storage.ErrNotFound.
 func (s *Store) ReadTiles(ctx context.Context, name string, tiles []tile.Tile) ([][]byte, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
 	for _, t := range tiles {
 		if t.Level < 0 || t.Level > tile.MaxLevel || t.Width < 1 || t.Width > tile.Width {
 			return nil, fmt.Errorf("%w: tile %s: want a hash tile of width 1..%d", storage.ErrInvalid, t.Path(), tile.Width)
 		}
 	}
-	out := make([][]byte, len(tiles))
+	return s.readHashes(ctx, name, len(tiles), func(i int) (tile.Tile, int, int) { return tiles[i], 0, tiles[i].Width })
+}
+
+// ReadTileSlices returns hashes [From, To) of each tile.
+func (s *Store) ReadTileSlices(ctx context.Context, name string, slices []tree.TileSlice) ([][]byte, error) {
+	for _, sl := range slices {
+		if t := sl.Tile; t.Level < 0 || t.Level > tile.MaxLevel || t.Width < 1 || t.Width > tile.Width ||
+			sl.From < 0 || sl.From >= sl.To || sl.To > t.Width {
+			return nil, fmt.Errorf("%w: hashes %d..%d of tile %s: want a hash tile of width 1..%d and 0 <= from < to <= width",
+				storage.ErrInvalid, sl.From, sl.To, t.Path(), tile.Width)
+		}
+	}
+	return s.readHashes(ctx, name, len(slices), func(i int) (tile.Tile, int, int) {
+		return slices[i].Tile, slices[i].From, slices[i].To
+	})
+}
+
+// readHashes returns copies of hashes [from, to) of n tiles, each named by
+// at(i).
+func (s *Store) readHashes(ctx context.Context, name string, n int, at func(i int) (t tile.Tile, from, to int)) ([][]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	out := make([][]byte, n)
 	err := s.db.View(func(tx *bolt.Tx) error {
 		tb, err := openTiles(tx, name)
 		if err != nil {
 			return err
 		}
-		for i, t := range tiles {
-			n := t.Width * tile.HashSize
+		for i := range out {
+			t, from, to := at(i)
 			v := tb.Get(tileKey(t.Level, t.Index))
-			if len(v) < n {
+			if len(v) < to*tile.HashSize {
 				return fmt.Errorf("log %q: tile %s: %w", name, t.Path(), storage.ErrNotFound)
 			}
-			out[i] = append(make([]byte, 0, n), v[:n]...)
+			out[i] = bytes.Clone(v[from*tile.HashSize : to*tile.HashSize])
 		}
 		return nil
 	})

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/tlog-dev/tlog/pkg/tile"
+	"github.com/tlog-dev/tlog/pkg/tree"
 	"github.com/tlog-dev/tlog/storage"
 )
 
@@ -178,4 +179,26 @@ SELECT $1, * FROM unnest($2::smallint[], $3::bigint[], $4::bytea[])`, id, levels
 			b.ReportMetric(float64(b.N)/float64(s.tiles.queries.Load()-q), "tiles/query")
 		})
 	}
+	// What a proof into a tile with a cached summary reads: 32 hashes.
+	b.Run("slices", func(b *testing.B) {
+		s.tiles.limit = maxTileQueries
+		b.SetParallelism(max(1, 64/runtime.GOMAXPROCS(0)))
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				t := tile.Tile{Level: 0, Index: uint64(mrand.IntN(level0)), Width: tile.Width}
+				from := mrand.IntN(tile.Width/32) * 32
+				sl := []tree.TileSlice{{Tile: t, From: from, To: from + 32}}
+				hs, err := s.ReadTileSlices(ctx, l.name, sl)
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				if len(hs[0]) != 32*tile.HashSize {
+					b.Errorf("ReadTileSlices(%s): %d bytes", t.Path(), len(hs[0]))
+					return
+				}
+			}
+		})
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "slices/s")
+	})
 }

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+
+	"github.com/tlog-dev/tlog/pkg/tile"
 )
 
 const (
@@ -64,13 +66,16 @@ func newTileReads() *tileReads {
 	return &tileReads{ctx: ctx, stop: stop, limit: maxTileQueries}
 }
 
-// tileRead is one ReadTiles call: its validated tiles, and their stored
-// hashes once read (nil for a tile not stored) or the error of its query.
+// tileRead is one ReadTiles or ReadTileSlices call: its validated tiles and
+// the range [from, to) of hashes it wants of each, and their stored hashes
+// in that range once read (nil for a tile not stored) or the error of its
+// query.
 type tileRead struct {
-	log    string // name, for errors
-	id     int64
-	levels []int16
-	idxs   []int64
+	log      string // name, for errors
+	id       int64
+	levels   []int16
+	idxs     []int64
+	from, to []int16
 
 	hashes [][]byte
 	err    error
@@ -173,50 +178,67 @@ func (s *Store) closeTileReads() {
 }
 
 // queryTiles reads the tiles of all reads in one query, each stored tile
-// once.
+// once: the hashes of the smallest range that covers all reads of it.
 func (s *Store) queryTiles(ctx context.Context, reads []*tileRead) {
 	type key struct {
 		id    int64
 		level int16
 		idx   int64
 	}
+	type hashes struct {
+		from, to int16 // the range read, in hashes
+		data     []byte
+	}
 	var (
-		n         int
-		ids, idxs []int64
-		levels    []int16
+		n          int
+		ids, idxs  []int64
+		levels     []int16
+		offs, lens []int32
 	)
 	for _, r := range reads {
 		n += len(r.levels)
 	}
-	found := make(map[key][]byte, n)
+	found := make(map[key]*hashes, n)
+	var order []*hashes // of ids, levels, idxs
 	for _, r := range reads {
 		for i := range r.levels {
 			k := key{r.id, r.levels[i], r.idxs[i]}
-			if _, ok := found[k]; !ok {
-				found[k] = nil
-				ids, levels, idxs = append(ids, k.id), append(levels, k.level), append(idxs, k.idx)
+			if h, ok := found[k]; ok {
+				h.from, h.to = min(h.from, r.from[i]), max(h.to, r.to[i])
+				continue
 			}
+			h := &hashes{from: r.from[i], to: r.to[i]}
+			found[k] = h
+			order = append(order, h)
+			ids, levels, idxs = append(ids, k.id), append(levels, k.level), append(idxs, k.idx)
 		}
+	}
+	for _, h := range order {
+		offs = append(offs, int32(h.from)*tile.HashSize+1)
+		lens = append(lens, int32(h.to-h.from)*tile.HashSize)
 	}
 	s.tiles.queries.Add(1)
 	err := func() error {
 		rows, err := s.pool.Query(ctx, `
-SELECT log_id, level, idx, hashes FROM tiles
- WHERE (log_id, level, idx) IN (SELECT * FROM unnest($1::bigint[], $2::smallint[], $3::bigint[]))`,
-			ids, levels, idxs)
+SELECT t.log_id, t.level, t.idx, substring(t.hashes FROM u.off FOR u.len)
+  FROM unnest($1::bigint[], $2::smallint[], $3::bigint[], $4::int[], $5::int[]) AS u (log_id, level, idx, off, len)
+  JOIN tiles t USING (log_id, level, idx)`,
+			ids, levels, idxs, offs, lens)
 		if err != nil {
 			return err
 		}
 		defer rows.Close()
 		for rows.Next() {
 			var (
-				k      key
-				hashes []byte
+				k    key
+				data []byte
 			)
-			if err := rows.Scan(&k.id, &k.level, &k.idx, &hashes); err != nil {
+			if err := rows.Scan(&k.id, &k.level, &k.idx, &data); err != nil {
 				return err
 			}
-			found[k] = hashes
+			if h := found[k]; h != nil {
+				h.data = data
+			}
 		}
 		return rows.Err()
 	}()
@@ -236,12 +258,18 @@ SELECT log_id, level, idx, hashes FROM tiles
 		for i := range r.levels {
 			k := key{r.id, r.levels[i], r.idxs[i]}
 			h := found[k]
+			if h.data == nil {
+				continue // not stored
+			}
+			lo := min(int(r.from[i]-h.from)*tile.HashSize, len(h.data))
+			hi := min(int(r.to[i]-h.from)*tile.HashSize, len(h.data))
+			d := h.data[lo:hi:hi]
 			if o, ok := owner[k]; ok && o != r {
-				h = bytes.Clone(h)
+				d = bytes.Clone(d)
 			} else if !ok {
 				owner[k] = r
 			}
-			r.hashes[i] = h
+			r.hashes[i] = d
 		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tlog-dev/tlog/pkg/tile"
+	"github.com/tlog-dev/tlog/pkg/tree"
 	"github.com/tlog-dev/tlog/storage"
 )
 
@@ -29,21 +30,31 @@ func storedTiles(t *testing.T, s *Store, name string, sizes ...int) map[tile.Til
 	return stored
 }
 
-// tileCall is one ReadTiles call and what it returned.
+// tileCall is one ReadTiles call, or a ReadTileSlices call if it has
+// slices, and what it returned.
 type tileCall struct {
 	log    string
 	tiles  []tile.Tile
+	slices []tree.TileSlice
 	hashes [][]byte
 	err    error
 }
 
 func (c *tileCall) run(ctx context.Context, s *Store) {
+	if c.slices != nil {
+		c.hashes, c.err = s.ReadTileSlices(ctx, c.log, c.slices)
+		return
+	}
 	c.hashes, c.err = s.ReadTiles(ctx, c.log, c.tiles)
 }
 
-// check compares c with the stored tiles of its log: each tile returned as
-// stored, or ErrNotFound naming the first one absent or too narrow.
+// check compares c with the stored tiles of its log: each tile or slice
+// returned as stored, or ErrNotFound naming the first tile absent or too
+// narrow.
 func (c *tileCall) check(stored map[tile.Tile][]byte) error {
+	if c.slices != nil {
+		return c.checkSlices(stored)
+	}
 	for _, t := range c.tiles {
 		h := stored[tile.Tile{Level: t.Level, Index: t.Index}]
 		if len(h) >= t.Width*tile.HashSize {
@@ -60,6 +71,29 @@ func (c *tileCall) check(stored map[tile.Tile][]byte) error {
 	for i, t := range c.tiles {
 		if !bytes.Equal(c.hashes[i], stored[tile.Tile{Level: t.Level, Index: t.Index}]) {
 			return fmt.Errorf("ReadTiles(%q, %v): %s has the wrong %d bytes", c.log, c.tiles, t.Path(), len(c.hashes[i]))
+		}
+	}
+	return nil
+}
+
+func (c *tileCall) checkSlices(stored map[tile.Tile][]byte) error {
+	for _, sl := range c.slices {
+		h := stored[tile.Tile{Level: sl.Tile.Level, Index: sl.Tile.Index}]
+		if len(h) >= sl.To*tile.HashSize {
+			continue
+		}
+		if !errors.Is(c.err, storage.ErrNotFound) || !strings.Contains(c.err.Error(), sl.Tile.Path()) {
+			return fmt.Errorf("ReadTileSlices(%q, %v) = %v, want ErrNotFound for %s", c.log, c.slices, c.err, sl.Tile.Path())
+		}
+		return nil
+	}
+	if c.err != nil || len(c.hashes) != len(c.slices) {
+		return fmt.Errorf("ReadTileSlices(%q, %v) = %d slices, %v", c.log, c.slices, len(c.hashes), c.err)
+	}
+	for i, sl := range c.slices {
+		h := stored[tile.Tile{Level: sl.Tile.Level, Index: sl.Tile.Index}]
+		if !bytes.Equal(c.hashes[i], h[sl.From*tile.HashSize:sl.To*tile.HashSize]) {
+			return fmt.Errorf("ReadTileSlices(%q, %v): %d..%d of %s: wrong %d bytes", c.log, c.slices, sl.From, sl.To, sl.Tile.Path(), len(c.hashes[i]))
 		}
 	}
 	return nil
@@ -135,6 +169,17 @@ func TestReadTilesCoalesced(t *testing.T) {
 					partial.Width = len(stored[c.log][partial])/tile.HashSize + 1
 					c.tiles = append(c.tiles, partial)
 				}
+				if i%3 == 1 { // read slices of the same tiles instead
+					for _, t := range c.tiles {
+						from := rng.IntN(t.Width)
+						to := from + 1 + rng.IntN(t.Width-from)
+						if t.Index == 50 || t.Width > len(stored[c.log][tile.Tile{Level: t.Level, Index: t.Index}])/tile.HashSize {
+							from, to = t.Width-1, t.Width // missing, or reaching past what is stored
+						}
+						t.Width = tile.Width
+						c.slices = append(c.slices, tree.TileSlice{Tile: t, From: from, To: to})
+					}
+				}
 				ntiles += len(c.tiles)
 				calls[i] = c
 			}
@@ -142,7 +187,7 @@ func TestReadTilesCoalesced(t *testing.T) {
 			// Alone, each call runs its own query.
 			single := make([]*tileCall, len(calls))
 			for i, c := range calls {
-				single[i] = &tileCall{log: c.log, tiles: c.tiles}
+				single[i] = &tileCall{log: c.log, tiles: c.tiles, slices: c.slices}
 				single[i].run(ctx, s)
 				if err := single[i].check(stored[c.log]); err != nil {
 					t.Fatalf("alone: %v", err)
@@ -184,7 +229,7 @@ func TestReadTilesCoalesced(t *testing.T) {
 					owner[&h[0]] = i
 				}
 				if fmt.Sprint(c.err) != fmt.Sprint(single[i].err) {
-					t.Errorf("ReadTiles(%q, %v) = %v, alone %v", c.log, c.tiles, c.err, single[i].err)
+					t.Errorf("ReadTiles(%q, %v, %v) = %v, alone %v", c.log, c.tiles, c.slices, c.err, single[i].err)
 				}
 			}
 			t.Logf("%d calls reading %d tiles: %d queries", len(calls), ntiles, queries)

@@ -111,9 +111,51 @@ SELECT size, root_hash, note FROM checkpoints
 // share with concurrent calls (see tileReads). A tile stored narrower than
 // requested is missing: storage.ErrNotFound.
 func (s *Store) ReadTiles(ctx context.Context, log string, tiles []tile.Tile) ([][]byte, error) {
-	levels := make([]int16, len(tiles))
-	idxs := make([]int64, len(tiles))
+	r, err := s.readHashes(ctx, log, len(tiles), func(i int) (tile.Tile, int, int) { return tiles[i], 0, tile.Width })
+	if err != nil || len(tiles) == 0 {
+		return [][]byte{}, err
+	}
 	for i, t := range tiles {
+		if h := r.hashes[i]; len(h) < t.Width*tile.HashSize {
+			return nil, fmt.Errorf("postgres: %w: log %q has tile %s only %d hashes wide", storage.ErrNotFound, log, t.Path(), len(h)/tile.HashSize)
+		}
+	}
+	return r.hashes, nil
+}
+
+// ReadTileSlices reads hashes [From, To) of each tile as ReadTiles reads
+// whole tiles. A large tile is stored out of line (TOAST) uncompressed, so
+// PostgreSQL fetches only the chunks that hold the slice: 1 KiB of 32 hashes
+// is one or two 2 KiB chunks of a full tile's five.
+func (s *Store) ReadTileSlices(ctx context.Context, log string, slices []tree.TileSlice) ([][]byte, error) {
+	for i, sl := range slices {
+		if sl.From < 0 || sl.From >= sl.To || sl.To > sl.Tile.Width {
+			return nil, fmt.Errorf("postgres: %w: slice %d: hashes %d..%d of tile %s, want 0 <= from < to <= width",
+				storage.ErrInvalid, i, sl.From, sl.To, sl.Tile.Path())
+		}
+	}
+	r, err := s.readHashes(ctx, log, len(slices), func(i int) (tile.Tile, int, int) {
+		return slices[i].Tile, slices[i].From, slices[i].To
+	})
+	if err != nil || len(slices) == 0 {
+		return [][]byte{}, err
+	}
+	for i, sl := range slices {
+		if len(r.hashes[i]) != (sl.To-sl.From)*tile.HashSize {
+			return nil, fmt.Errorf("postgres: %w: log %q has tile %s only %d hashes wide, want %d",
+				storage.ErrNotFound, log, sl.Tile.Path(), sl.From+len(r.hashes[i])/tile.HashSize, sl.To)
+		}
+	}
+	return r.hashes, nil
+}
+
+// readHashes reads hashes [from, to) of n hash tiles, each named by at(i),
+// with tileReads: each at most to-from hashes wide, fewer (or none) if less
+// is stored. Its result has no error or r.err set.
+func (s *Store) readHashes(ctx context.Context, log string, n int, at func(i int) (t tile.Tile, from, to int)) (*tileRead, error) {
+	r := &tileRead{log: log, levels: make([]int16, n), idxs: make([]int64, n), from: make([]int16, n), to: make([]int16, n)}
+	for i := range n {
+		t, from, to := at(i)
 		if t.Level < 0 || t.Level > tile.MaxLevel {
 			return nil, fmt.Errorf("postgres: %w: tile %d has level %d, want 0..%d (hash tiles only)", storage.ErrInvalid, i, t.Level, tile.MaxLevel)
 		}
@@ -121,32 +163,28 @@ func (s *Store) ReadTiles(ctx context.Context, log string, tiles []tile.Tile) ([
 			return nil, fmt.Errorf("postgres: %w: tile %d has width %d, want 1..%d", storage.ErrInvalid, i, t.Width, tile.Width)
 		}
 		var err error
-		if idxs[i], err = bigint("tile index", t.Index); err != nil {
+		if r.idxs[i], err = bigint("tile index", t.Index); err != nil {
 			return nil, err
 		}
-		levels[i] = int16(t.Level)
+		r.levels[i], r.from[i], r.to[i] = int16(t.Level), int16(from), int16(to)
 	}
-	id, err := s.logID(ctx, log)
-	if err != nil || len(tiles) == 0 {
-		return [][]byte{}, err
+	var err error
+	if r.id, err = s.logID(ctx, log); err != nil || n == 0 {
+		return nil, err
 	}
-	r := &tileRead{log: log, id: id, levels: levels, idxs: idxs}
 	if err := s.readTiles(ctx, r); err != nil {
 		return nil, err
 	}
 	if r.err != nil {
 		return nil, r.err
 	}
-	for i, t := range tiles {
-		h := r.hashes[i]
-		if h == nil {
+	for i := range n {
+		if r.hashes[i] == nil {
+			t, _, _ := at(i)
 			return nil, fmt.Errorf("postgres: %w: log %q has no tile %s", storage.ErrNotFound, log, t.Path())
 		}
-		if len(h) < t.Width*tile.HashSize {
-			return nil, fmt.Errorf("postgres: %w: log %q has tile %s only %d hashes wide", storage.ErrNotFound, log, t.Path(), len(h)/tile.HashSize)
-		}
 	}
-	return r.hashes, nil
+	return r, nil
 }
 
 // ReadEntries returns entries [start, end) in order, with their leaf hashes

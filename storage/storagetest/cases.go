@@ -115,6 +115,24 @@ func testEmptyLog(e *env) {
 	b.verify()
 }
 
+// namedCall is a method call of a test that checks the error of each.
+type namedCall struct {
+	name string
+	call func() error
+}
+
+// sliceCalls are the calls of optional read methods, if s has them.
+func sliceCalls(ctx context.Context, s storage.Store, log string) []namedCall {
+	sr, ok := s.(storage.SliceReader)
+	if !ok {
+		return nil
+	}
+	return []namedCall{{"ReadTileSlices", func() error {
+		_, err := sr.ReadTileSlices(ctx, log, []tree.TileSlice{{Tile: tile.Tile{Level: 0, Index: 0, Width: 1}, From: 0, To: 1}})
+		return err
+	}}}
+}
+
 // testUnknownLog: every method on a log that does not exist.
 func testUnknownLog(e *env) {
 	ctx, s := e.ctx, e.s
@@ -125,10 +143,7 @@ func testUnknownLog(e *env) {
 	const absent = "absent"
 	ghost := e.newLog(absent)
 	p := ghost.batch(ghost.newItems(2))
-	calls := []struct {
-		name string
-		call func() error
-	}{
+	calls := []namedCall{
 		{"GetLog", func() error { _, err := s.GetLog(ctx, absent); return err }},
 		{"Integrate", func() error { return s.Integrate(ctx, absent, p.b) }},
 		{"LatestCheckpoint", func() error { _, err := s.LatestCheckpoint(ctx, absent); return err }},
@@ -152,6 +167,7 @@ func testUnknownLog(e *env) {
 		{"SetWitnessPolicy", func() error { return s.SetWitnessPolicy(ctx, absent, "quorum none\n") }},
 		{"VerifyLog", func() error { _, err := storage.VerifyLog(ctx, s, absent, ghost.verifier); return err }},
 	}
+	calls = append(calls, sliceCalls(ctx, s, absent)...)
 	for _, c := range calls {
 		e.run(c.name, func() {
 			e.wantErr(c.name+" on an unknown log", c.call(), storage.ErrLogNotFound)
@@ -241,6 +257,41 @@ func (l *testLog) checkReads() {
 	l.e.wantErr(fmt.Sprintf("ReadTiles(%s) at size %d", wider.Path(), n), err, storage.ErrNotFound)
 	_, err = s.ReadTiles(ctx, name, []tile.Tile{narrow, wider})
 	l.e.wantErr(fmt.Sprintf("ReadTiles(%s, %s) at size %d", narrow.Path(), wider.Path(), n), err, storage.ErrNotFound)
+
+	sr, ok := s.(storage.SliceReader)
+	if !ok {
+		return
+	}
+	// Slices: of the tile beyond the log, or reaching past what is stored,
+	// are missing; malformed ones are invalid.
+	last.Width = tile.Width
+	stored := int((n-1)%tile.Width) + 1
+	missing := []tree.TileSlice{{Tile: tile.Tile{Level: 0, Index: last.Index + 1, Width: 1}, From: 0, To: 1}}
+	if stored < tile.Width {
+		missing = append(missing, tree.TileSlice{Tile: last, From: 0, To: stored + 1}, tree.TileSlice{Tile: last, From: stored, To: tile.Width})
+	}
+	for _, sl := range missing {
+		_, err = sr.ReadTileSlices(ctx, name, []tree.TileSlice{{Tile: narrow, From: 0, To: 1}, sl})
+		l.e.wantErr(fmt.Sprintf("ReadTileSlices(%d..%d of %s) at size %d", sl.From, sl.To, sl.Tile.Path(), n), err, storage.ErrNotFound)
+	}
+	first := tile.Tile{Level: 0, Index: 0, Width: 1}
+	for _, sl := range []tree.TileSlice{
+		{Tile: first, From: 0, To: 0},
+		{Tile: first, From: 1, To: 1},
+		{Tile: first, From: -1, To: 1},
+		{Tile: first, From: 0, To: 2},
+		{Tile: tile.Tile{Level: 0, Index: 0, Width: 0}, From: 0, To: 1},
+		{Tile: tile.Tile{Level: -1, Index: 0, Width: 1}, From: 0, To: 1},
+		{Tile: tile.Tile{Level: 0, Index: 0, Width: tile.Width + 1}, From: 0, To: 1},
+	} {
+		_, err = sr.ReadTileSlices(ctx, name, []tree.TileSlice{sl})
+		l.e.wantErr(fmt.Sprintf("ReadTileSlices(%d..%d of level %d width %d)", sl.From, sl.To, sl.Tile.Level, sl.Tile.Width), err, storage.ErrInvalid)
+	}
+	got, err = sr.ReadTileSlices(ctx, name, nil)
+	l.e.noErr("ReadTileSlices(none)", err)
+	if len(got) != 0 {
+		l.e.t.Fatalf("ReadTileSlices(none) returned %d slices", len(got))
+	}
 }
 
 // sumdbModel is golang.org/x/mod/sumdb/tlog's stored hashes of the same
@@ -1035,10 +1086,7 @@ func testCancelledContext(e *env) {
 	p := l.batch(l.newItems(3))
 	ghost := e.newLog("cancel-new")
 	cosig := storage.Cosignature{KeyID: "w+01020304", Signature: []byte("— w AQIDBA==")}
-	calls := []struct {
-		name string
-		call func() error
-	}{
+	calls := []namedCall{
 		{"CreateLog", func() error { return s.CreateLog(ctx, ghost.log, ghost.head) }},
 		{"GetLog", func() error { _, err := s.GetLog(ctx, name); return err }},
 		{"ListLogs", func() error { _, err := s.ListLogs(ctx); return err }},
@@ -1067,6 +1115,7 @@ func testCancelledContext(e *env) {
 			return err
 		}},
 	}
+	calls = append(calls, sliceCalls(ctx, s, name)...)
 	for _, c := range calls {
 		e.run(c.name, func() {
 			e.wantErr(c.name+" with a cancelled context", c.call(), context.Canceled)

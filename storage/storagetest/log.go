@@ -332,6 +332,43 @@ func (l *testLog) checkTiles() {
 			l.e.t.Fatalf("ReadTiles(%q): %s has %d bytes that are not the %d bytes integrated", l.name(), t.Path(), len(got[i]), len(want))
 		}
 	}
+	l.checkSlices(ts)
+}
+
+// checkSlices reads, if the store reads slices of tiles, the first hash, the
+// last hash, a run of 32 in the middle and the whole of each tile, in one
+// call, and compares each with what Integrate was given.
+func (l *testLog) checkSlices(ts []tile.Tile) {
+	l.e.t.Helper()
+	sr, ok := l.e.s.(storage.SliceReader)
+	if !ok {
+		return
+	}
+	var slices []tree.TileSlice
+	for _, t := range ts {
+		mid := t.Width / 2
+		slices = append(slices,
+			tree.TileSlice{Tile: t, From: 0, To: 1},
+			tree.TileSlice{Tile: t, From: t.Width - 1, To: t.Width},
+			tree.TileSlice{Tile: t, From: max(mid-16, 0), To: min(mid+16, t.Width)},
+			tree.TileSlice{Tile: t, From: 0, To: t.Width})
+	}
+	got, err := sr.ReadTileSlices(l.e.ctx, l.name(), slices)
+	if err != nil {
+		l.e.t.Fatalf("ReadTileSlices(%q, %d slices of size %d): %v", l.name(), len(slices), l.size(), err)
+	}
+	if len(got) != len(slices) {
+		l.e.t.Fatalf("ReadTileSlices(%q, %d slices) returned %d", l.name(), len(slices), len(got))
+	}
+	for i, sl := range slices {
+		key := sl.Tile
+		key.Width = 0
+		want := l.tiles[key][sl.From*tile.HashSize : sl.To*tile.HashSize]
+		if !bytes.Equal(got[i], want) {
+			l.e.t.Fatalf("ReadTileSlices(%q): hashes %d..%d of %s: %d bytes that are not the %d bytes integrated",
+				l.name(), sl.From, sl.To, sl.Tile.Path(), len(got[i]), len(want))
+		}
+	}
 }
 
 // checkRoot recomputes the root and the right edge from the stored tiles.
