@@ -567,7 +567,9 @@ type storeTiles struct {
 	s   storage.Reader
 }
 
-func (r storeTiles) ReadTiles(ts []tile.Tile) ([][]byte, error) { return r.s.ReadTiles(r.ctx, r.log, ts) }
+func (r storeTiles) ReadTiles(ts []tile.Tile) ([][]byte, error) {
+	return r.s.ReadTiles(r.ctx, r.log, ts)
+}
 
 // storeSlices is a tree.SliceReader of one log of a store.
 type storeSlices struct {
