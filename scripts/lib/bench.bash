@@ -1,12 +1,15 @@
 # Shared by scripts/bench and scripts/bench-scaling (sourced, not run): the
 # work directory and its cleanup, the tlogd and tlog-bench builds, and
-# starting tlogd and fresh PostgreSQL databases. The caller sets script (its
-# name, for messages) and admin_url, and runs from the repository's root.
+# starting tlogd and fresh PostgreSQL databases (on a throwaway server if
+# BENCH_PG_SETTINGS is set). The caller sets script (its name, for messages)
+# and admin_url, and runs from the repository's root.
 
 die() { printf '%s: %s\n' "$script" "$*" >&2; exit 1; }
 note() { printf '%s: %s\n' "$script" "$*" >&2; }
 redact() { sed -E 's#(//[^/:@]*:)[^/@]*@#\1xxxxx@#' <<<"$1"; } # hide a URL's password
 command -v jq >/dev/null || die "needs jq"
+# shellcheck source=scripts/lib/pg.bash
+source scripts/lib/pg.bash
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/tlog-bench.XXXXXX")
 tlogd_pid=
@@ -14,6 +17,7 @@ database=
 cleanup() {
 	stop_tlogd
 	drop_database
+	pg_stop
 	rm -rf "$work"
 }
 trap cleanup EXIT
@@ -50,14 +54,6 @@ stop_tlogd() {
 	fi
 }
 
-answers() { # answers URL: does a PostgreSQL server accept connections there?
-	if command -v pg_isready >/dev/null; then
-		pg_isready -q -t 5 -d "$1"
-	else
-		PGCONNECT_TIMEOUT=5 psql -d "$1" -Atqc 'SELECT 1' >/dev/null 2>&1 </dev/null
-	fi
-}
-
 # create_database: creates a fresh database on admin_url's server and sets
 # database and database_url.
 create_database() {
@@ -74,3 +70,13 @@ drop_database() {
 	fi
 }
 
+# BENCH_PG_SETTINGS="NAME=VALUE ...": measure PostgreSQL on a throwaway server
+# started with those settings (and the defaults, fsync on) instead of
+# admin_url's, e.g. BENCH_PG_SETTINGS="shared_buffers=2GB max_wal_size=8GB".
+pg_settings=${BENCH_PG_SETTINGS:-}
+if [[ -n $pg_settings ]]; then
+	note "starting a throwaway PostgreSQL server with $pg_settings"
+	# shellcheck disable=SC2086 # a list of words
+	pg_start $pg_settings
+	admin_url=$pg_url
+fi
