@@ -25,7 +25,9 @@ import (
 // own (256 bytes instead of 16 KiB). A tile that missed but has a summary
 // is read again and cached with its summary in place of its interior
 // levels: proofs into it hash at most 30 nodes, instead of the 255 it
-// takes to compute all interior levels.
+// takes to compute all interior levels. Through a SliceReader, such a tile
+// is not read whole: a proof reads only the 32 hashes under its nodes below
+// the summary, and caches nothing.
 type Cache struct {
 	mu       sync.Mutex
 	maxBytes int // of the tiles' hashes, all levels
