@@ -314,19 +314,13 @@ func benchmarkInclusionProof(b *testing.B, cacheTiles int) {
 	}
 }
 
-// TestCacheSummaries checks proofs into tiles the cache no longer holds
-// but has summaries of: they verify, the tile is read once and cached again
-// with its summary instead of its interior levels (not recomputed), and
-// later proofs into it read nothing.
-func TestCacheSummaries(t *testing.T) {
-	const n = 64 * tile.Width
-	m, e := memTree(t, n)
-	root := e.Root()
-	c := NewCache(8) // 8 whole tiles' worth of bytes, 256 summaries
-	r := c.Reader("log", m)
-	prove := func(i uint64) {
+// prover returns a function that proves leaf i of memTree's tree with edge
+// e through r, and checks the proof with sumdb.
+func prover(t *testing.T, r TileReader, e *Edge) func(i uint64) {
+	root, n := e.Root(), int64(e.Size())
+	return func(i uint64) {
 		t.Helper()
-		p, err := InclusionProof(r, i, n)
+		p, err := InclusionProof(r, i, e.Size())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -335,6 +329,17 @@ func TestCacheSummaries(t *testing.T) {
 			t.Fatalf("inclusion %d: %v", i, err)
 		}
 	}
+}
+
+// TestCacheSummaries checks proofs into tiles the cache no longer holds
+// but has summaries of: they verify, the tile is read once and cached again
+// with its summary instead of its interior levels (not recomputed), and
+// later proofs into it read nothing.
+func TestCacheSummaries(t *testing.T) {
+	const n = 64 * tile.Width
+	m, e := memTree(t, n)
+	c := NewCache(8) // 8 whole tiles' worth of bytes, 256 summaries
+	prove := prover(t, c.Reader("log", m), e)
 	// First touch of every level-0 tile: expanded, cached, summarized.
 	for i := uint64(0); i < n; i += tile.Width {
 		prove(i)
@@ -382,21 +387,9 @@ func TestCacheSummaries(t *testing.T) {
 func TestCacheSlices(t *testing.T) {
 	const n = 64 * tile.Width
 	m, e := memTree(t, n)
-	root := e.Root()
 	st := &sliceTiles{memTiles: m}
 	c := NewCache(8)
-	r := c.Reader("log", st)
-	prove := func(i uint64) {
-		t.Helper()
-		p, err := InclusionProof(r, i, n)
-		if err != nil {
-			t.Fatal(err)
-		}
-		lh := LeafHash(entry(i))
-		if err := sumdb.CheckRecord(sumdb.RecordProof(toSumdb(p)), n, sumdb.Hash(root), int64(i), sumdb.Hash(lh)); err != nil {
-			t.Fatalf("inclusion %d: %v", i, err)
-		}
-	}
+	prove := prover(t, c.Reader("log", st), e)
 	for i := uint64(0); i < n; i += tile.Width {
 		prove(i) // first touch: read whole, summarized
 	}
@@ -424,7 +417,7 @@ func TestCacheSlices(t *testing.T) {
 	short := TileReaderFunc(m.ReadTiles)
 	bad := &shortSlices{TileReader: short}
 	c = NewCache(1)
-	r = c.Reader("log", bad)
+	r := c.Reader("log", bad)
 	for i := uint64(0); i < n; i += tile.Width {
 		if _, err := InclusionProof(r, i, n); err != nil {
 			t.Fatal(err)
