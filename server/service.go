@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"regexp"
 	"sort"
@@ -255,6 +256,14 @@ func (s *Service) newSequencer(ctx context.Context, ls *logState) (*sequencer.Se
 	cfg.Store, cfg.Log, cfg.Signer, cfg.Verifier = s.cfg.Store, name, ls.signer, ls.verifier
 	cfg.Logger = s.log
 	cfg.OnCommit = func(storage.Checkpoint) { s.wit.Notify(name) }
+	cfg.SignedFrom = keyfile.SignedPath(s.cfg.KeyDir, name)
+	signed, err := keyfile.LoadSigned(s.cfg.KeyDir, name)
+	switch {
+	case err == nil:
+		cfg.Signed = signed
+	case !errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Errorf("log %q: %w", name, err)
+	}
 	seq, err := sequencer.New(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("log %q: %w", name, err)
@@ -308,9 +317,12 @@ func (s *Service) start(ctx context.Context, ls *logState) {
 	}()
 }
 
-// runSequencer runs seq until ctx is done or it stops on a fatal error.
+// runSequencer runs seq until ctx is done or it stops on a fatal error,
+// recording its latest checkpoint beside the log's key meanwhile.
 func (s *Service) runSequencer(ctx context.Context, ls *logState, seq *sequencer.Sequencer) error {
+	stop := s.recordSigned(ls.info.Name, seq)
 	err := seq.Run(ctx)
+	stop()
 	if err != nil {
 		s.log.Error("log stopped sequencing to avoid a fork; investigate with fsck before restarting", "log", ls.info.Name, "err", err)
 		ls.mu.Lock()
@@ -318,6 +330,55 @@ func (s *Service) runSequencer(ctx context.Context, ls *logState, seq *sequencer
 		ls.mu.Unlock()
 	}
 	return err
+}
+
+// signedInterval is how often a log's latest checkpoint is recorded beside
+// its key, if it changed.
+const signedInterval = 200 * time.Millisecond
+
+// recordSigned keeps the file of the log's latest signed checkpoint (see
+// keyfile.SaveSigned) up to date with seq's, every signedInterval, until
+// stop is called, which records it a last time. A failure is logged (once
+// until a save succeeds again) and does not stop the log: the file only
+// guards against storage going back.
+func (s *Service) recordSigned(name string, seq *sequencer.Sequencer) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		var (
+			savedSize      uint64
+			saved, failing bool
+		)
+		save := func() {
+			cp := seq.Latest()
+			if saved && cp.Size == savedSize {
+				return
+			}
+			if err := keyfile.SaveSigned(s.cfg.KeyDir, name, cp.Note); err != nil {
+				if !failing {
+					s.log.Error("cannot record the log's latest signed checkpoint beside its key", "log", name, "err", err)
+				}
+				failing = true
+				return
+			}
+			savedSize, saved, failing = cp.Size, true, false
+		}
+		t := time.NewTicker(signedInterval)
+		defer t.Stop()
+		for {
+			save()
+			select {
+			case <-done:
+				save()
+				return
+			case <-t.C:
+			}
+		}
+	})
+	return func() {
+		close(done)
+		wg.Wait()
+	}
 }
 
 var logNameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._-]{0,63}$`)

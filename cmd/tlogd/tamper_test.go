@@ -46,6 +46,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -754,4 +755,74 @@ func (d *daemon) waitStopped(timeout time.Duration, reason string) error {
 		}
 	}
 	return fmt.Errorf("/readyz does not say the log stopped sequencing (%q) after %v; last: %s", reason, timeout, last)
+}
+
+// TestRestoredBackup restores the store from a backup taken before the
+// last batch, with tlogd stopped: the thorough rollback, where entries,
+// tiles, tree head and checkpoints all go back together and storage is
+// consistent in itself (fsck finds nothing wrong with it). Only what tlogd
+// keeps beside the log's key, the checkpoint it signed last, shows that
+// storage went back: tlogd must refuse to sequence the log, and say why,
+// rather than sign a second history from the restored head.
+func TestRestoredBackup(t *testing.T) {
+	eachBackend(t, func(t *testing.T, st store) {
+		l := buildTamperLog(t, st)
+		restore := backup(t, st)
+		d := start(t, options{args: st.args()})
+		l.appendAfter(t, d, false)
+		d.stop()
+		restore()
+		l.fsck(t, 0, []string{fmt.Sprintf("tree size %d, %d entries", endSize, endSize)})
+
+		d = launch(t, options{args: st.args()})
+		want := fmt.Sprintf("is behind the checkpoint the log signed at size %d", endSize+2)
+		if err := d.waitStopped(30*time.Second, want); err != nil {
+			t.Errorf("tlogd on the restored store: %v\nstderr:\n%s", err, d.stderr.String())
+		}
+		l.appendAfter(t, d, true)
+		d.stop()
+		l.checkSigned(t)
+	})
+}
+
+// backup copies st's storage (tlogd must be stopped) and returns a function
+// that puts the copy back in its place.
+func backup(t *testing.T, st store) (restore func()) {
+	t.Helper()
+	if st.databaseURL == "" {
+		path := filepath.Join(st.dataDir, "tlog.db")
+		saved, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return func() {
+			if err := os.WriteFile(path, saved, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	u, err := url.Parse(st.databaseURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := pgx.Identifier{strings.TrimPrefix(u.Path, "/")}
+	copyDB := pgx.Identifier{db[0] + "_backup"}
+	admin := func(sql string) {
+		t.Helper()
+		ctx := context.Background()
+		conn, err := pgx.Connect(ctx, pgtest.URL())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close(ctx)
+		if _, err := conn.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	admin("CREATE DATABASE " + copyDB.Sanitize() + " TEMPLATE " + db.Sanitize())
+	t.Cleanup(func() { admin("DROP DATABASE IF EXISTS " + copyDB.Sanitize() + " WITH (FORCE)") })
+	return func() {
+		admin("DROP DATABASE " + db.Sanitize() + " WITH (FORCE)")
+		admin("CREATE DATABASE " + db.Sanitize() + " TEMPLATE " + copyDB.Sanitize())
+	}
 }

@@ -81,6 +81,14 @@ type Config struct {
 	Now func() time.Time
 	// Logger receives the sequencer's logs (default slog.Default()).
 	Logger *slog.Logger
+	// Signed, if set, is the latest checkpoint (signed note) the log is
+	// known to have signed, kept outside storage (see package keyfile): New
+	// refuses storage whose tree does not extend it, as after a restore of
+	// an older backup or a rollback of entries, tiles, head and checkpoints
+	// together, where signing on would fork the log. SignedFrom names where
+	// it was kept, for messages.
+	Signed     []byte
+	SignedFrom string
 	// OnCommit, if set, is called with the new checkpoint after each batch
 	// commits (from the Run goroutine: it must return at once, e.g. by
 	// signalling another goroutine). The witness client uses it.
@@ -183,6 +191,9 @@ func New(ctx context.Context, cfg Config) (*Sequencer, error) {
 	if err := s.load(ctx); err != nil {
 		return nil, err
 	}
+	if err := s.checkSigned(ctx); err != nil {
+		return nil, err
+	}
 	s.log.Info("sequencer loaded", "size", s.edge.Size(), "root", fmt.Sprintf("%x", s.edge.Root()))
 	return s, nil
 }
@@ -243,6 +254,38 @@ func (s *Sequencer) loadOnce(ctx context.Context) error {
 	s.latest.set(cp)
 	s.lookups = lookupWindow // clients may be retrying what the last run stored
 	return nil
+}
+
+// checkSigned refuses a loaded tree that does not extend the checkpoint
+// Config.Signed: a smaller tree, or one that is not consistent with it.
+func (s *Sequencer) checkSigned(ctx context.Context) error {
+	if s.cfg.Signed == nil {
+		return nil
+	}
+	c, _, err := checkpoint.Open(s.cfg.Signed, s.cfg.Verifier)
+	if err != nil {
+		return fmt.Errorf("%w: the log's last signed checkpoint, kept in %s, does not verify with its key (damaged or replaced?): %w", ErrFatal, s.cfg.SignedFrom, err)
+	}
+	n, root := s.edge.Size(), s.edge.Root()
+	why := ""
+	switch {
+	case c.Size > n:
+		why = fmt.Sprintf("storage's tree (size %d) is behind the checkpoint the log signed at size %d", n, c.Size)
+	case c.Size == n && c.Hash != root:
+		why = fmt.Sprintf("storage's tree at size %d has root %x, but the log signed %x", n, root, c.Hash)
+	case c.Size > 0 && c.Size < n:
+		p, err := tree.ConsistencyProof(s.tileReader(ctx, nil), c.Size, n)
+		if err != nil {
+			return fmt.Errorf("%w: proving that storage's tree extends the log's last signed checkpoint (size %d): %w", ErrFatal, c.Size, err)
+		}
+		if err := proof.VerifyConsistency(rfc6962.DefaultHasher, c.Size, n, p, c.Hash[:], root[:]); err != nil {
+			why = fmt.Sprintf("storage's tree at size %d does not extend the checkpoint the log signed at size %d (%v)", n, c.Size, err)
+		}
+	}
+	if why == "" {
+		return nil
+	}
+	return fmt.Errorf("%w: %s, kept in %s: storage was rolled back or restored from an older backup, and signing on would fork the log; restore the missing data (tlogd fsck shows what storage holds)", ErrFatal, why, s.cfg.SignedFrom)
 }
 
 // checkNothingBeyond refuses a tree head that was moved back below stored

@@ -7,7 +7,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -601,5 +604,73 @@ func TestRefusesRollback(t *testing.T) {
 			t.Fatalf("sequencer on the real head: %v", err)
 		}
 		l.verify(t)
+	})
+}
+
+// TestRefusesStorageBehindSigned checks Config.Signed: a sequencer starts on
+// storage whose tree extends the checkpoint the log last signed, and refuses
+// (ErrFatal, saying why) one that is smaller, has another root at that
+// size, or does not extend it: what a restored old backup or a thorough
+// rollback looks like. Here the other history is a second log of the same
+// store signed by the same key.
+func TestRefusesStorageBehindSigned(t *testing.T) {
+	forEachDriver(t, func(t *testing.T, open func(t testing.TB) storage.Store) {
+		ctx := context.Background()
+		store := open(t)
+		l := newTestLog(t, store)
+		s := start(t, l.config(t))
+		signed := map[uint64][]byte{0: s.Latest().Note}
+		for _, batch := range []string{"ab", "cd", "ef"} {
+			if _, err := s.Add(ctx, []Entry{{Data: []byte(batch[:1])}, {Data: []byte(batch[1:])}}); err != nil {
+				t.Fatal(err)
+			}
+			cp := s.Latest()
+			signed[cp.Size] = cp.Note
+		}
+		if len(signed) != 4 || signed[6] == nil {
+			t.Fatalf("checkpoints at sizes %v, want 0, 2, 4, 6", slices.Sorted(maps.Keys(signed)))
+		}
+
+		// The other history: 4 other entries under the same key.
+		info, err := store.GetLog(ctx, l.name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info.Name = "fork"
+		if err := store.CreateLog(ctx, info, storage.Checkpoint{TreeHead: storage.TreeHead{Root: tree.EmptyRoot()}, Note: signed[0]}); err != nil {
+			t.Fatal(err)
+		}
+		fork := &testLog{store: store, name: "fork", signer: l.signer, verifier: l.verifier}
+		fs := start(t, fork.config(t))
+		if _, err := fs.Add(ctx, []Entry{{Data: []byte("w")}, {Data: []byte("x")}, {Data: []byte("y")}, {Data: []byte("z")}}); err != nil {
+			t.Fatal(err)
+		}
+
+		for _, c := range []struct {
+			log    *testLog
+			signed []byte
+			says   string // "" if New must succeed
+		}{
+			{l, signed[0], ""},
+			{l, signed[2], ""},
+			{l, signed[6], ""},
+			{fork, signed[0], ""},
+			{fork, signed[6], "is behind the checkpoint the log signed at size 6"},
+			{fork, signed[4], "has root"},
+			{fork, signed[2], "does not extend the checkpoint the log signed at size 2"},
+			{fork, []byte("not a checkpoint\n"), "does not verify"},
+		} {
+			cfg := c.log.config(t)
+			cfg.Signed, cfg.SignedFrom = c.signed, "the test's file"
+			_, err := New(ctx, cfg)
+			switch {
+			case c.says == "" && err != nil:
+				t.Errorf("%s with the checkpoint %q signed: %v", c.log.name, c.signed, err)
+			case c.says != "" && (!errors.Is(err, ErrFatal) || !strings.Contains(err.Error(), c.says) || !strings.Contains(err.Error(), "the test's file")):
+				t.Errorf("%s with the checkpoint %q signed: %v, want ErrFatal saying %q and where it was kept", c.log.name, c.signed, err, c.says)
+			}
+		}
+		l.verify(t)
+		fork.verify(t)
 	})
 }
