@@ -256,7 +256,11 @@ func (e *env) snapshot(name string) state {
 	}
 	var names []string
 	for _, k := range keys {
-		names = append(names, k.Name())
+		// The record of the latest signed checkpoint (and its temporary
+		// file) is rewritten as the log is sequenced: not state here.
+		if n := k.Name(); !strings.HasSuffix(n, ".signed") && !strings.Contains(n, ".signed.tmp") {
+			names = append(names, n)
+		}
 	}
 	return state{size: cp.Size, root: cp.Root, note: string(cp.Note), entries: len(es), logs: len(logs), keys: strings.Join(names, " ")}
 }

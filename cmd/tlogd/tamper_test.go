@@ -17,8 +17,9 @@ package main
 //	  with another key                                           (from the start: /readyz
 //	                                                             says 503 and why)
 //	last batch rolled back          yes   yes (3)  yes           stops sequencing the log
-//	  (tree head and checkpoints
-//	  moved back, entries deleted)
+//	  (tree head and checkpoints                                 (from the start: the last
+//	  moved back, entries deleted)                               checkpoint it signed is
+//	                                                             kept beside the key)
 //
 //	(1) the tree is unchanged: only the entry's data differs from what was
 //	    signed, which only downloading the entries shows.
@@ -594,9 +595,6 @@ func TestTamper(t *testing.T) {
 		// Audits from the state saved at midSize, at endSize, and with
 		// --full from the state at endSize.
 		mid, end, full outcome
-		// appendRefused: tlogd stops sequencing the log (else it appends,
-		// consistently).
-		appendRefused bool
 	}
 	ok := outcome{code: 0}
 	cases := []tc{{
@@ -645,11 +643,13 @@ func TestTamper(t *testing.T) {
 			"TAMPERED: tile/0/001 holds at least 25 hashes, not 24",
 			fmt.Sprintf("storage holds part of a larger tree than its latest checkpoint (size %d)", endSize-tamperBatchSize),
 		},
-		fsckKnown:     fmt.Sprintf("the log signed a checkpoint at size %d", endSize),
-		mid:           ok,
-		end:           outcome{3, "rollback", fmt.Sprintf("it showed size %d (root", endSize)},
-		full:          outcome{3, "rollback", "it rolled back 70 entries"},
-		appendRefused: true,
+		fsckKnown: fmt.Sprintf("the log signed a checkpoint at size %d", endSize),
+		mid:       ok,
+		end:       outcome{3, "rollback", fmt.Sprintf("it showed size %d (root", endSize)},
+		full:      outcome{3, "rollback", "it rolled back 70 entries"},
+		// The checkpoint tlogd signed last, kept beside the key, is at
+		// endSize.
+		refuses: fmt.Sprintf("is behind the checkpoint the log signed at size %d", endSize),
 	}}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -692,7 +692,7 @@ func TestTamper(t *testing.T) {
 				l.auditWith(t, prefix, l.endState, c.end)
 				l.auditWith(t, prefix, l.endState, c.full, "--full")
 				if c.refuses == "" {
-					l.appendAfter(t, d, c.appendRefused)
+					l.appendAfter(t, d, false)
 					d.stop()
 					l.checkSigned(t)
 				}

@@ -33,6 +33,7 @@ type logWitnessing struct {
 
 	mu        sync.Mutex
 	startSize uint64               // the latest size when witnessing started
+	seeded    bool                 // startSize is set
 	known     map[uint64]*cosigSet // verified cosignatures per checkpoint size
 	pruned    uint64               // the largest size dropped from known
 	best      uint64               // the newest size whose cosignatures satisfy the policy
@@ -101,7 +102,7 @@ func newLogWitnessing(w *Witnesser, l Log) *logWitnessing {
 func (lw *logWitnessing) seed(ctx context.Context) {
 	cp := lw.l.Latest()
 	lw.mu.Lock()
-	lw.startSize = cp.Size
+	lw.startSize, lw.seeded = cp.Size, true
 	lw.mu.Unlock()
 	if _, err := lw.lookup(ctx, cp); err != nil && ctx.Err() == nil {
 		lw.log.Warn("reading stored cosignatures", "size", cp.Size, "err", err)
@@ -165,9 +166,10 @@ func (lw *logWitnessing) lookup(ctx context.Context, cp storage.Checkpoint) (*co
 		lw.mu.Unlock()
 		return c, nil
 	}
-	if cp.Size > lw.startSize && cp.Size > lw.pruned {
+	if lw.seeded && cp.Size > lw.startSize && cp.Size > lw.pruned {
 		// Cosignatures on it would have been stored by this process,
-		// and so be known.
+		// and so be known. (Until seed has run, every size may have
+		// cosignatures from before a restart.)
 		lw.mu.Unlock()
 		return newCosigSet(), nil
 	}

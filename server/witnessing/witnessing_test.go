@@ -617,9 +617,18 @@ func TestRestart(t *testing.T) {
 	waitFor(t, "cosigned", 10*time.Second, func() bool { n, ok := w.Newest(e.name); return ok && n == cp.Size })
 	e.stop()
 
-	// The witnesses are down now; whatever is known comes from storage.
+	// The witnesses are down now; whatever is known comes from storage,
+	// even before the new Witnesser runs (a request can come first).
 	for _, fw := range e.witnesses {
 		fw.setMode("status:503")
+	}
+	early, err := witnessing.New(e.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	early.SetLog(e.logConfig())
+	if _, names, err := early.Cosignatures(t.Context(), e.name, cp); err != nil || !names["W0"] || !names["W1"] {
+		t.Errorf("Cosignatures before the restarted Witnesser ran = %v, %v; want W0 and W1 from storage", names, err)
 	}
 	w = e.start()
 	waitFor(t, "the stored quorum to be found", 10*time.Second, func() bool { n, ok := w.Newest(e.name); return ok && n == cp.Size })
