@@ -47,7 +47,10 @@ The database is not trusted, so neither is the verifier key it stores: fsck
 checks signatures with the key given by --vkey, else with the one derived
 from the log's signing key file (--key-dir), and only as a last resort with
 the stored one (and says so). A stored key that differs from the trusted one
-is itself a finding.
+is itself a finding. Storage must also hold the tree of the checkpoint tlogd
+signed last, recorded beside the key (--key-dir/<log>.signed), and of each
+--checkpoint: a store restored from an older backup is sound in itself, but
+behind them.
 
 The embedded store can be checked only while no tlogd has it open;
 PostgreSQL can be checked while tlogd runs.
@@ -341,6 +344,23 @@ func (f *fsckCmd) check(ctx context.Context, store storage.Store, l storage.Log,
 		}
 		matched[i] = true
 		if err := checkKnown(ctx, store, l.Name, c, f.knownFiles[i], r); err != nil {
+			r.failed(err)
+		}
+	}
+	// The checkpoint tlogd signed last, recorded beside the key: storage
+	// restored from an older backup is consistent in itself, but behind it.
+	path := keyfile.SignedPath(f.keyDir, l.Name)
+	switch signed, err := keyfile.LoadSigned(f.keyDir, l.Name); {
+	case errors.Is(err, fs.ErrNotExist):
+	case err != nil:
+		r.failed(fmt.Errorf("the log's last signed checkpoint: %w", err))
+	default:
+		c, _, err := checkpoint.Open(signed, v)
+		if err != nil {
+			r.tampered("%s, the checkpoint tlogd signed last, does not verify with the log's key: %v", path, err)
+			break
+		}
+		if err := checkKnown(ctx, store, l.Name, c, path, r); err != nil {
 			r.failed(err)
 		}
 	}

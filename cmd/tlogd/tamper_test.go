@@ -760,10 +760,11 @@ func (d *daemon) waitStopped(timeout time.Duration, reason string) error {
 // TestRestoredBackup restores the store from a backup taken before the
 // last batch, with tlogd stopped: the thorough rollback, where entries,
 // tiles, tree head and checkpoints all go back together and storage is
-// consistent in itself (fsck finds nothing wrong with it). Only what tlogd
-// keeps beside the log's key, the checkpoint it signed last, shows that
-// storage went back: tlogd must refuse to sequence the log, and say why,
-// rather than sign a second history from the restored head.
+// consistent in itself (fsck given only the log's key finds nothing
+// wrong). Only what tlogd keeps beside the key, the checkpoint it signed
+// last, shows that storage went back: fsck reports it, and tlogd must
+// refuse to sequence the log, and say why, rather than sign a second
+// history from the restored head.
 func TestRestoredBackup(t *testing.T) {
 	eachBackend(t, func(t *testing.T, st store) {
 		l := buildTamperLog(t, st)
@@ -772,7 +773,10 @@ func TestRestoredBackup(t *testing.T) {
 		l.appendAfter(t, d, false)
 		d.stop()
 		restore()
-		l.fsck(t, 0, []string{fmt.Sprintf("tree size %d, %d entries", endSize, endSize)})
+		l.fsck(t, 0, []string{fmt.Sprintf("tree size %d, %d entries", endSize, endSize)},
+			"--key-dir", t.TempDir(), "--vkey", logName+"="+l.key.vkey)
+		l.fsck(t, 3, []string{fmt.Sprintf("the log signed a checkpoint at size %d (%s), but storage's latest checkpoint is at size %d: the log was rolled back",
+			endSize+2, filepath.Join(st.dataDir, "keys", logName+".signed"), endSize)})
 
 		d = launch(t, options{args: st.args()})
 		want := fmt.Sprintf("is behind the checkpoint the log signed at size %d", endSize+2)
