@@ -786,6 +786,13 @@ func TestRestoredBackup(t *testing.T) {
 		l.appendAfter(t, d, true)
 		d.stop()
 		l.checkSigned(t)
+
+		// A record that is not the log's signature is a finding too.
+		signed := filepath.Join(st.dataDir, "keys", logName+".signed")
+		if err := os.WriteFile(signed, []byte("not a checkpoint\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		l.fsck(t, 3, []string{signed + ", the checkpoint tlogd signed last, does not verify with the log's key"})
 	})
 }
 
