@@ -146,34 +146,48 @@ func LoadOrCreate(dir, name, origin string) (skey string, created bool, err erro
 
 // create writes skey to dir/<name>.key atomically, failing with an error
 // wrapping fs.ErrExist if the file exists.
-func create(dir, name, skey string) (err error) {
-	tmp, err := os.CreateTemp(dir, "."+name+".key.tmp*") // mode 0600
+func create(dir, name, skey string) error {
+	tmp, err := writeTemp(dir, "."+name+".key.tmp*", []byte(skey+"\n"))
 	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp)
+	if err := os.Link(tmp, Path(dir, name)); err != nil {
 		return fmt.Errorf("keyfile: %w", err)
 	}
-	defer func() {
-		tmp.Close()
-		os.Remove(tmp.Name())
-	}()
-	if err := tmp.Chmod(0o600); err != nil && runtime.GOOS != "windows" {
-		return fmt.Errorf("keyfile: %w", err)
-	}
-	if _, err := tmp.WriteString(skey + "\n"); err != nil {
-		return fmt.Errorf("keyfile: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("keyfile: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("keyfile: %w", err)
-	}
-	if err := os.Link(tmp.Name(), Path(dir, name)); err != nil {
-		return fmt.Errorf("keyfile: %w", err)
-	}
-	if err := os.Remove(tmp.Name()); err != nil {
+	if err := os.Remove(tmp); err != nil {
 		return fmt.Errorf("keyfile: %w", err)
 	}
 	return syncDir(dir)
+}
+
+// writeTemp writes data to a new file in dir named by pattern (as
+// os.CreateTemp), mode 0600, fsynced and closed, and returns its path. On
+// error it leaves no file.
+func writeTemp(dir, pattern string, data []byte) (path string, err error) {
+	f, err := os.CreateTemp(dir, pattern) // mode 0600
+	if err != nil {
+		return "", fmt.Errorf("keyfile: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
+	if err := f.Chmod(0o600); err != nil && runtime.GOOS != "windows" {
+		return "", fmt.Errorf("keyfile: %w", err)
+	}
+	if _, err := f.Write(data); err != nil {
+		return "", fmt.Errorf("keyfile: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		return "", fmt.Errorf("keyfile: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return "", fmt.Errorf("keyfile: %w", err)
+	}
+	return f.Name(), nil
 }
 
 // mkdir creates dir with mode 0700 if it does not exist, and makes its entry

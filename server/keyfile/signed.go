@@ -5,7 +5,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"runtime"
 )
 
 // The database is not trusted, and it is also the sequencer's only memory
@@ -52,36 +51,19 @@ func LoadSigned(dir, name string) ([]byte, error) {
 // in dir, replacing the one before atomically (a temporary file, fsynced,
 // renamed over it; mode 0600). The rename is not fsynced: after a crash the
 // file may hold an earlier checkpoint, which guards less but never wrongly.
-func SaveSigned(dir, name string, note []byte) (err error) {
+func SaveSigned(dir, name string, note []byte) error {
 	if err := checkName(name); err != nil {
 		return err
 	}
 	if err := mkdir(dir); err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(dir, "."+name+".signed.tmp*") // mode 0600
+	tmp, err := writeTemp(dir, "."+name+".signed.tmp*", note)
 	if err != nil {
-		return fmt.Errorf("keyfile: %w", err)
+		return err
 	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if err := tmp.Chmod(0o600); err != nil && runtime.GOOS != "windows" {
-		return fmt.Errorf("keyfile: %w", err)
-	}
-	if _, err := tmp.Write(note); err != nil {
-		return fmt.Errorf("keyfile: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("keyfile: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("keyfile: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), SignedPath(dir, name)); err != nil {
+	if err := os.Rename(tmp, SignedPath(dir, name)); err != nil {
+		os.Remove(tmp)
 		return fmt.Errorf("keyfile: %w", err)
 	}
 	return nil
