@@ -53,6 +53,9 @@ type TileSlice struct {
 	From, To int
 }
 
+// InRange reports whether 0 <= From < To <= Tile.Width.
+func (s TileSlice) InRange() bool { return 0 <= s.From && s.From < s.To && s.To <= s.Tile.Width }
+
 // SliceReader is a TileReader that can also read slices of tiles, for
 // storage where that costs less than reading whole tiles: a proof that
 // misses a cached tile but has its summary (see Cache) needs only 32 of its

@@ -81,7 +81,7 @@ func (s *sliceTiles) ReadTileSlices(ss []TileSlice) ([][]byte, error) {
 	out := make([][]byte, len(ss))
 	for i, sl := range ss {
 		s.slices++
-		if sl.From < 0 || sl.From >= sl.To || sl.To > sl.Tile.Width {
+		if !sl.InRange() {
 			s.t.Fatalf("slice %d..%d of %s asked for", sl.From, sl.To, sl.Tile.Path())
 		}
 		key := sl.Tile

@@ -274,12 +274,10 @@ func (s *Sequencer) checkSigned(ctx context.Context) error {
 	case c.Size == n && c.Hash != root:
 		why = fmt.Sprintf("storage's tree at size %d has root %x, but the log signed %x", n, root, c.Hash)
 	case c.Size > 0 && c.Size < n:
-		p, err := tree.ConsistencyProof(s.tileReader(ctx, nil), c.Size, n)
-		if err != nil {
-			return fmt.Errorf("%w: proving that storage's tree extends the log's last signed checkpoint (size %d): %w", ErrFatal, c.Size, err)
-		}
-		if err := proof.VerifyConsistency(rfc6962.DefaultHasher, c.Size, n, p, c.Hash[:], root[:]); err != nil {
+		if err := s.extends(ctx, s.edge, c.Size, c.Hash, nil); errors.Is(err, errNotExtending) {
 			why = fmt.Sprintf("storage's tree at size %d does not extend the checkpoint the log signed at size %d (%v)", n, c.Size, err)
+		} else if err != nil {
+			return err
 		}
 	}
 	if why == "" {
@@ -701,16 +699,31 @@ func (s *Sequencer) checkConsistency(ctx context.Context, next *tree.Edge, tiles
 	if old.Size() == 0 {
 		return nil
 	}
-	p, err := tree.ConsistencyProof(s.tileReader(ctx, tiles), old.Size(), next.Size())
+	err := s.extends(ctx, next, old.Size(), old.Root(), tiles)
+	if errors.Is(err, errNotExtending) {
+		return fmt.Errorf("%w: new tree at %d is not consistent with the signed tree at %d: %w", ErrFatal, next.Size(), old.Size(), err)
+	}
+	return err
+}
+
+// errNotExtending: a tree is not consistent with an earlier one.
+var errNotExtending = errors.New("not consistent")
+
+// extends checks, with a consistency proof from the stored tiles (and
+// tiles, not stored yet), that the tree next extends the tree of size m
+// with root mRoot (0 < m <= next's size). It fails with errNotExtending if
+// the proof does not verify, and with ErrFatal if storage lacks a tile.
+func (s *Sequencer) extends(ctx context.Context, next *tree.Edge, m uint64, mRoot tree.Hash, tiles []tree.TileData) error {
+	p, err := tree.ConsistencyProof(s.tileReader(ctx, tiles), m, next.Size())
 	if err != nil {
 		if errors.Is(err, storage.ErrNotFound) || errors.Is(err, tree.ErrMissingTile) {
-			return fmt.Errorf("%w: building consistency proof %d..%d: %w", ErrFatal, old.Size(), next.Size(), err)
+			return fmt.Errorf("%w: building consistency proof %d..%d: %w", ErrFatal, m, next.Size(), err)
 		}
 		return fmt.Errorf("building consistency proof: %w", err)
 	}
-	oldRoot, newRoot := old.Root(), next.Root()
-	if err := proof.VerifyConsistency(rfc6962.DefaultHasher, old.Size(), next.Size(), p, oldRoot[:], newRoot[:]); err != nil {
-		return fmt.Errorf("%w: new tree at %d is not consistent with the signed tree at %d: %w", ErrFatal, next.Size(), old.Size(), err)
+	root := next.Root()
+	if err := proof.VerifyConsistency(rfc6962.DefaultHasher, m, next.Size(), p, mRoot[:], root[:]); err != nil {
+		return fmt.Errorf("%w: %w", errNotExtending, err)
 	}
 	return nil
 }

@@ -96,8 +96,7 @@ func (s *Store) ReadTiles(ctx context.Context, name string, tiles []tile.Tile) (
 // ReadTileSlices returns hashes [From, To) of each tile.
 func (s *Store) ReadTileSlices(ctx context.Context, name string, slices []tree.TileSlice) ([][]byte, error) {
 	for _, sl := range slices {
-		if t := sl.Tile; t.Level < 0 || t.Level > tile.MaxLevel || t.Width < 1 || t.Width > tile.Width ||
-			sl.From < 0 || sl.From >= sl.To || sl.To > t.Width {
+		if t := sl.Tile; t.Level < 0 || t.Level > tile.MaxLevel || t.Width < 1 || t.Width > tile.Width || !sl.InRange() {
 			return nil, fmt.Errorf("%w: hashes %d..%d of tile %s: want a hash tile of width 1..%d and 0 <= from < to <= width",
 				storage.ErrInvalid, sl.From, sl.To, t.Path(), tile.Width)
 		}

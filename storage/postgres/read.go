@@ -111,16 +111,16 @@ SELECT size, root_hash, note FROM checkpoints
 // share with concurrent calls (see tileReads). A tile stored narrower than
 // requested is missing: storage.ErrNotFound.
 func (s *Store) ReadTiles(ctx context.Context, log string, tiles []tile.Tile) ([][]byte, error) {
-	r, err := s.readHashes(ctx, log, len(tiles), func(i int) (tile.Tile, int, int) { return tiles[i], 0, tile.Width })
-	if err != nil || len(tiles) == 0 {
-		return [][]byte{}, err
+	hs, err := s.readHashes(ctx, log, len(tiles), func(i int) (tile.Tile, int, int) { return tiles[i], 0, tile.Width })
+	if err != nil {
+		return nil, err
 	}
 	for i, t := range tiles {
-		if h := r.hashes[i]; len(h) < t.Width*tile.HashSize {
+		if h := hs[i]; len(h) < t.Width*tile.HashSize {
 			return nil, fmt.Errorf("postgres: %w: log %q has tile %s only %d hashes wide", storage.ErrNotFound, log, t.Path(), len(h)/tile.HashSize)
 		}
 	}
-	return r.hashes, nil
+	return hs, nil
 }
 
 // ReadTileSlices reads hashes [From, To) of each tile as ReadTiles reads
@@ -129,30 +129,30 @@ func (s *Store) ReadTiles(ctx context.Context, log string, tiles []tile.Tile) ([
 // is one or two 2 KiB chunks of a full tile's five.
 func (s *Store) ReadTileSlices(ctx context.Context, log string, slices []tree.TileSlice) ([][]byte, error) {
 	for i, sl := range slices {
-		if sl.From < 0 || sl.From >= sl.To || sl.To > sl.Tile.Width {
+		if !sl.InRange() {
 			return nil, fmt.Errorf("postgres: %w: slice %d: hashes %d..%d of tile %s, want 0 <= from < to <= width",
 				storage.ErrInvalid, i, sl.From, sl.To, sl.Tile.Path())
 		}
 	}
-	r, err := s.readHashes(ctx, log, len(slices), func(i int) (tile.Tile, int, int) {
+	hs, err := s.readHashes(ctx, log, len(slices), func(i int) (tile.Tile, int, int) {
 		return slices[i].Tile, slices[i].From, slices[i].To
 	})
-	if err != nil || len(slices) == 0 {
-		return [][]byte{}, err
+	if err != nil {
+		return nil, err
 	}
 	for i, sl := range slices {
-		if len(r.hashes[i]) != (sl.To-sl.From)*tile.HashSize {
+		if len(hs[i]) != (sl.To-sl.From)*tile.HashSize {
 			return nil, fmt.Errorf("postgres: %w: log %q has tile %s only %d hashes wide, want %d",
-				storage.ErrNotFound, log, sl.Tile.Path(), sl.From+len(r.hashes[i])/tile.HashSize, sl.To)
+				storage.ErrNotFound, log, sl.Tile.Path(), sl.From+len(hs[i])/tile.HashSize, sl.To)
 		}
 	}
-	return r.hashes, nil
+	return hs, nil
 }
 
 // readHashes reads hashes [from, to) of n hash tiles, each named by at(i),
-// with tileReads: each at most to-from hashes wide, fewer (or none) if less
-// is stored. Its result has no error or r.err set.
-func (s *Store) readHashes(ctx context.Context, log string, n int, at func(i int) (t tile.Tile, from, to int)) (*tileRead, error) {
+// with tileReads: each at most to-from hashes wide, fewer if less is
+// stored. A tile not stored at all is storage.ErrNotFound.
+func (s *Store) readHashes(ctx context.Context, log string, n int, at func(i int) (t tile.Tile, from, to int)) ([][]byte, error) {
 	r := &tileRead{log: log, levels: make([]int16, n), idxs: make([]int64, n), from: make([]int16, n), to: make([]int16, n)}
 	for i := range n {
 		t, from, to := at(i)
@@ -169,8 +169,11 @@ func (s *Store) readHashes(ctx context.Context, log string, n int, at func(i int
 		r.levels[i], r.from[i], r.to[i] = int16(t.Level), int16(from), int16(to)
 	}
 	var err error
-	if r.id, err = s.logID(ctx, log); err != nil || n == 0 {
+	if r.id, err = s.logID(ctx, log); err != nil {
 		return nil, err
+	}
+	if n == 0 {
+		return [][]byte{}, nil
 	}
 	if err := s.readTiles(ctx, r); err != nil {
 		return nil, err
@@ -184,7 +187,7 @@ func (s *Store) readHashes(ctx context.Context, log string, n int, at func(i int
 			return nil, fmt.Errorf("postgres: %w: log %q has no tile %s", storage.ErrNotFound, log, t.Path())
 		}
 	}
-	return r, nil
+	return r.hashes, nil
 }
 
 // ReadEntries returns entries [start, end) in order, with their leaf hashes
