@@ -4,10 +4,11 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
-	"math/bits"
 	"sort"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/tlog-dev/tlog/internal/bloom"
 )
 
 // A hashIndex maps 32-byte hashes (identities, leaf hashes) to entry
@@ -64,10 +65,6 @@ const (
 	recordSize   = indexKeySize + 8
 	// blockRecords records make a block that fits a 4 KiB page with its key.
 	blockRecords = 96
-
-	bloomBitsPerKey = 16
-	bloomProbes     = 7
-	bloomBlockBits  = 512 // one cache line
 )
 
 // Variables for tests.
@@ -113,7 +110,7 @@ func (ix *hashIndex) load() error {
 	}
 	c := ix.filters.Cursor()
 	for k, v := c.First(); k != nil; k, v = c.Next() {
-		if len(k) != 8 || len(v) <= runHeader || (len(v)-runHeader)%(bloomBlockBits/8) != 0 || v[8]&^runFrozen != 0 {
+		if len(k) != 8 || len(v) <= runHeader || (len(v)-runHeader)%(bloom.BlockBytes) != 0 || v[8]&^runFrozen != 0 {
 			return fmt.Errorf("embedded store is damaged: index run %x has a malformed filter", k)
 		}
 		r := indexRun{
@@ -137,11 +134,11 @@ func (ix *hashIndex) get(key []byte) (uint64, bool, error) {
 	if err := ix.load(); err != nil {
 		return 0, false, err
 	}
-	h := bloomHash(key)
+	h := bloom.Hash(key)
 	best, found := uint64(0), false
 	for i := range ix.list {
 		r := &ix.list[i]
-		if !bloomMayContain(r.filter, h) {
+		if !bloom.MayContain(r.filter, h) {
 			continue
 		}
 		idx, ok, err := r.get(key)
@@ -224,7 +221,7 @@ func (ix *hashIndex) newRun(maxKeys uint64) (*runWriter, error) {
 		return nil, err
 	}
 	b.FillPercent = appendFillPercent
-	return &runWriter{ix: ix, run: indexRun{id: id, blocks: b}, filter: newBloom(maxKeys)}, nil
+	return &runWriter{ix: ix, run: indexRun{id: id, blocks: b}, filter: bloom.New(maxKeys)}, nil
 }
 
 func (w *runWriter) add(key, value []byte) error {
@@ -238,7 +235,7 @@ func (w *runWriter) add(key, value []byte) error {
 	}
 	w.block = append(append(w.block, key...), value...)
 	w.last = w.block[len(w.block)-recordSize : len(w.block)-8]
-	bloomAdd(w.filter, bloomHash(key))
+	bloom.Add(w.filter, bloom.Hash(key))
 	w.run.count++
 	if len(w.block) == cap(w.block) {
 		return w.flush()
@@ -424,67 +421,4 @@ func (ix *hashIndex) merge(runs []indexRun) error {
 	}
 	ix.list = list
 	return nil
-}
-
-// Bloom filters: blocked (all of a key's bits in one 512-bit block, one
-// cache line), about 0.1% false positives at bloomBitsPerKey (16).
-
-func newBloom(keys uint64) []byte {
-	blocks := max(1, (keys*bloomBitsPerKey+bloomBlockBits-1)/bloomBlockBits)
-	return make([]byte, blocks*bloomBlockBits/8)
-}
-
-// bloomHash mixes a key into 64 bits. Keys are hashes already, but the
-// filter must not depend on that.
-func bloomHash(key []byte) uint64 {
-	h := uint64(len(key)) * 0x9e3779b97f4a7c15
-	for len(key) >= 8 {
-		h = mix64(h ^ binary.LittleEndian.Uint64(key))
-		key = key[8:]
-	}
-	for _, c := range key {
-		h = mix64(h ^ uint64(c))
-	}
-	return h
-}
-
-// mix64 is the SplitMix64 finalizer.
-func mix64(x uint64) uint64 {
-	x ^= x >> 30
-	x *= 0xbf58476d1ce4e5b9
-	x ^= x >> 27
-	x *= 0x94d049bb133111eb
-	x ^= x >> 31
-	return x
-}
-
-// bloomBlock returns the block of filter f for key hash h.
-func bloomBlock(f []byte, h uint64) []byte {
-	blocks := uint64(len(f)) / (bloomBlockBits / 8)
-	hi, _ := bits.Mul64(h, blocks)
-	off := hi * bloomBlockBits / 8
-	return f[off : off+bloomBlockBits/8]
-}
-
-func bloomAdd(f []byte, h uint64) {
-	block := bloomBlock(f, h)
-	g := mix64(h)
-	for range bloomProbes {
-		bit := g % bloomBlockBits
-		g /= bloomBlockBits
-		block[bit/8] |= 1 << (bit % 8)
-	}
-}
-
-func bloomMayContain(f []byte, h uint64) bool {
-	block := bloomBlock(f, h)
-	g := mix64(h)
-	for range bloomProbes {
-		bit := g % bloomBlockBits
-		g /= bloomBlockBits
-		if block[bit/8]&(1<<(bit%8)) == 0 {
-			return false
-		}
-	}
-	return true
 }
