@@ -28,7 +28,7 @@ func BenchmarkIntegrate(b *testing.B) {
 	for _, n := range []int{1000, 4096} {
 		for _, strategy := range []string{"copy", "unnest"} {
 			b.Run(fmt.Sprintf("entries=%d/%s", n, strategy), func(b *testing.B) {
-				s, _ := openStore(b)
+				s, _ := openStoreSize(b, 0)
 				ctx := b.Context()
 				integrate := s.Integrate
 				if strategy == "unnest" {
@@ -99,6 +99,9 @@ func (s *Store) integrateUnnest(ctx context.Context, log string, b *storage.Batc
 	if err != nil {
 		return err
 	}
+	if err := s.addPartitions(ctx, w.size); err != nil {
+		return err
+	}
 	_, err = s.pool.Exec(ctx, `SELECT bench_integrate_unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
 		id, w.prevSize, w.prevRoot, w.size, w.root, w.note,
 		w.identities, w.leafHashes, w.data, w.levels, w.idxs, w.hashes)
@@ -114,7 +117,7 @@ func (s *Store) integrateUnnest(ctx context.Context, log string, b *storage.Batc
 // without coalescing.
 func BenchmarkReadTilesConcurrent(b *testing.B) {
 	const entries = 1 << 20
-	s, _ := openStore(b)
+	s, _ := openStoreSize(b, 0)
 	ctx := b.Context()
 	l := newTestLog(b, s, "bench")
 	id, err := s.logID(ctx, l.name)

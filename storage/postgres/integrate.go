@@ -2,7 +2,9 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 
@@ -57,6 +59,14 @@ func (s *Store) Integrate(ctx context.Context, log string, b *storage.Batch) err
 	if err != nil {
 		return err
 	}
+	if len(w.data) > 0 {
+		if err := s.addPartitions(ctx, w.size); err != nil {
+			return err
+		}
+		if w.probes, err = s.batchProbes(ctx, id, w); err != nil {
+			return s.fail(ctx, err, "integrate into %q", log)
+		}
+	}
 	c, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return s.fail(ctx, err, "integrate into %q", log)
@@ -75,14 +85,17 @@ func (s *Store) Integrate(ctx context.Context, log string, b *storage.Batch) err
 		return ctxErr
 	}
 	code, constraint := pgCode(err)
+	var dup *errDuplicate
 	switch {
+	case errors.As(err, &dup):
+		return fmt.Errorf("postgres: integrate into %q: %w: %v", log, storage.ErrDuplicate, dup)
 	case code == codeConflict:
 		return fmt.Errorf("postgres: integrate into %q: %w: %v", log, storage.ErrConflict, err)
 	case code == codeLogNotFound:
 		return fmt.Errorf("postgres: integrate: %w: %q", storage.ErrLogNotFound, log)
 	case code == codeTileShrinks:
 		return fmt.Errorf("postgres: integrate into %q: %w: %v", log, storage.ErrInvalid, err)
-	case code == codeUniqueViolation && constraint == "entries_identity":
+	case code == codeUniqueViolation && strings.HasPrefix(constraint, "entries_p") && strings.HasSuffix(constraint, "_identity"):
 		return fmt.Errorf("postgres: integrate into %q: %w: an entry's identity is already in the log (%v)", log, storage.ErrDuplicate, err)
 	}
 	return s.fail(ctx, err, "integrate into %q", log)
@@ -98,6 +111,8 @@ type batchWrite struct {
 	levels []int16
 	idxs   []int64
 	hashes [][]byte
+
+	probes []probe // look-ups of identities the partitions' indexes do not see
 }
 
 // run executes the transaction; on error the caller rolls back.
@@ -105,7 +120,8 @@ func (w *batchWrite) run(ctx context.Context, c *pgx.Conn, id int64) error {
 	begin := &pgx.Batch{}
 	begin.Queue("BEGIN")
 	begin.Queue(advanceHeadSQL, id, w.prevSize, w.prevRoot, w.size, w.root)
-	if err := c.SendBatch(ctx, begin).Close(); err != nil {
+	queueProbes(begin, id, w.probes)
+	if err := checkProbes(c.SendBatch(ctx, begin), len(w.probes)); err != nil {
 		return err
 	}
 	if len(w.data) > 0 {

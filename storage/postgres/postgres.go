@@ -66,7 +66,8 @@ type Store struct {
 	mu  sync.RWMutex
 	ids map[string]int64 // log name -> logs.id; logs are never deleted
 
-	tiles *tileReads // coalesces ReadTiles calls
+	tiles *tileReads  // coalesces ReadTiles calls
+	parts *partitions // of the entries table; identity filters
 }
 
 // Open connects to the database at url (a postgres:// URL or a key=value
@@ -105,6 +106,10 @@ func Open(ctx context.Context, url string, cfg Config) (*Store, error) {
 	case err == nil:
 		err = migrate(ctx, pool, ms, logger)
 	}
+	var parts *partitions
+	if err == nil {
+		parts, err = newPartitions(ctx, pool)
+	}
 	if err != nil {
 		pool.Close()
 		if ctxErr := ctx.Err(); ctxErr != nil {
@@ -112,14 +117,15 @@ func Open(ctx context.Context, url string, cfg Config) (*Store, error) {
 		}
 		return nil, err
 	}
-	return &Store{pool: pool, log: logger, ids: make(map[string]int64), tiles: newTileReads()}, nil
+	return &Store{pool: pool, log: logger, ids: make(map[string]int64), tiles: newTileReads(), parts: parts}, nil
 }
 
 // Close fails the tile reads waiting to share a query, cancels those that
-// share one, and closes the connection pool, waiting for connections in use
-// to be released.
+// share one and the building of identity filters, and closes the connection
+// pool, waiting for connections in use to be released.
 func (s *Store) Close() error {
 	s.closeTileReads()
+	s.parts.close()
 	s.pool.Close()
 	return nil
 }

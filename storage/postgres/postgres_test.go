@@ -24,10 +24,38 @@ import (
 	"github.com/tlog-dev/tlog/storage/storagetest"
 )
 
-// openStore opens a Store on a fresh database and closes it at cleanup.
-func openStore(t testing.TB) (*Store, string) {
+// testPartitionSize is the entries of a log per partition in tests' databases
+// (see newDatabase): small, and not a multiple of the tile width, so that
+// batches cross partitions and full partitions are made quickly.
+const testPartitionSize = 100
+
+// newDatabase returns the URL of a fresh database with tlog's schema and
+// entry partitions of size entries of a log (0: the production size, 2^19).
+func newDatabase(t testing.TB, size int) string {
 	t.Helper()
 	url := pgtest.NewDatabase(t)
+	if size == 0 {
+		return url
+	}
+	s, err := Open(t.Context(), url, testConfig(t))
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	s.Close()
+	if _, err := conn(t, url).Exec(t.Context(), `UPDATE entry_partitioning SET size = $1`, size); err != nil {
+		t.Fatal(err)
+	}
+	return url
+}
+
+// openStore opens a Store on a fresh database with testPartitionSize and
+// closes it at cleanup.
+func openStore(t testing.TB) (*Store, string) { return openStoreSize(t, testPartitionSize) }
+
+// openStoreSize opens a Store on newDatabase(t, size) and closes it at cleanup.
+func openStoreSize(t testing.TB, size int) (*Store, string) {
+	t.Helper()
+	url := newDatabase(t, size)
 	s, err := Open(t.Context(), url, testConfig(t))
 	if err != nil {
 		t.Fatalf("Open: %v", err)
@@ -762,7 +790,7 @@ func TestContextCanceled(t *testing.T) {
 
 func TestConformance(t *testing.T) {
 	storagetest.Run(t, func(t *testing.T) func() (storage.Store, error) {
-		url := pgtest.NewDatabase(t)
+		url := newDatabase(t, testPartitionSize)
 		return func() (storage.Store, error) { return Open(t.Context(), url, testConfig(t)) }
 	})
 }

@@ -246,8 +246,9 @@ SELECT idx, identity, data FROM entries
 	return es, nil
 }
 
-// LookupIdentities returns the index of each identity already in the log,
-// in one query.
+// LookupIdentities returns the index of each identity already in the log:
+// one query for the partitions the log is filling, and one per full
+// partition whose identity filter may hold some of ids.
 func (s *Store) LookupIdentities(ctx context.Context, log string, ids []storage.Hash) (map[storage.Hash]uint64, error) {
 	id, err := s.logID(ctx, log)
 	if err != nil {
@@ -261,29 +262,16 @@ func (s *Store) LookupIdentities(ctx context.Context, log string, ids []storage.
 	for i := range ids {
 		keys[i] = ids[i][:]
 	}
-	rows, err := s.pool.Query(ctx,
-		`SELECT identity, idx FROM entries WHERE log_id = $1 AND identity = ANY($2::bytea[])`, id, keys)
+	rows, err := s.lookupAll(ctx, id, keys)
 	if err != nil {
 		return nil, s.fail(ctx, err, "look up identities in %q", log)
 	}
-	for rows.Next() {
-		var (
-			identity []byte
-			idx      int64
-		)
-		if err := rows.Scan(&identity, &idx); err != nil {
-			rows.Close()
-			return nil, s.fail(ctx, err, "look up identities in %q", log)
-		}
-		h, err := toHash("entry identity", identity)
+	for identity, idx := range rows {
+		h, err := toHash("entry identity", []byte(identity))
 		if err != nil {
-			rows.Close()
 			return nil, err
 		}
 		found[h] = uint64(idx)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, s.fail(ctx, err, "look up identities in %q", log)
 	}
 	return found, nil
 }
@@ -299,7 +287,7 @@ func (s *Store) FindLeaf(ctx context.Context, log string, h storage.Hash) (uint6
 	var idx *int64
 	err = s.pool.QueryRow(ctx, `
 SELECT least(
-    (SELECT idx FROM entries WHERE log_id = $1 AND identity = $2),
+    (SELECT min(idx) FROM entries WHERE log_id = $1 AND identity = $2),
     (SELECT min(idx) FROM entries WHERE log_id = $1 AND leaf_hash = $2))`, id, h[:]).Scan(&idx)
 	if err != nil {
 		return 0, s.fail(ctx, err, "find leaf in %q", log)

@@ -1,0 +1,373 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tlog-dev/tlog/internal/bloom"
+)
+
+// Entries are range-partitioned on their index (migration 0004): partition
+// k holds indices [k·size, (k+1)·size) of every log, and its own unique index
+// refuses an identity repeated within it. Across partitions the driver keeps
+// identities unique: a batch's identities are looked up in the log's full
+// partitions below it, each only for the identities its Bloom filter may
+// hold (about 0.1% of them), and, for a batch that crosses into a new
+// partition, in the partition it leaves. A full partition never changes (the
+// tree head only grows), so its filter, once built from its rows, stays
+// right; filters are kept in entry_filters and in memory, 2 bytes per entry.
+// Until a partition's filter is built (in the background, when it is first
+// needed) its look-ups take every identity.
+type partitions struct {
+	size int64 // entries of a log per partition, fixed in the database
+
+	mu       sync.Mutex
+	bound    int64              // partitions exist for every index below bound
+	filters  map[partKey][]byte // Bloom filters of full partitions
+	building map[partKey]bool
+
+	ctx    context.Context // of background builds, cancelled by Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+type partKey struct{ log, part int64 }
+
+// partitionTimeout bounds the wait for the lock that adding a partition takes
+// on the entries table, which a long read could hold: partitions are added
+// half a partition ahead of need, so a later batch tries again.
+const partitionTimeout = 2 * time.Second
+
+func newPartitions(ctx context.Context, pool interface {
+	QueryRow(context.Context, string, ...any) pgx.Row
+}) (*partitions, error) {
+	p := &partitions{filters: make(map[partKey][]byte), building: make(map[partKey]bool)}
+	if err := pool.QueryRow(ctx, `SELECT size FROM entry_partitioning`).Scan(&p.size); err != nil {
+		return nil, fmt.Errorf("postgres: read entry partition size: %w", err)
+	}
+	p.ctx, p.cancel = context.WithCancel(context.Background())
+	return p, nil
+}
+
+// close stops the filter builds and waits for them.
+func (p *partitions) close() {
+	p.cancel()
+	p.wg.Wait()
+}
+
+// addPartitions makes sure the partitions holding indices below end exist,
+// and makes the next one once end is within half a partition of it.
+func (s *Store) addPartitions(ctx context.Context, end int64) error {
+	p := s.parts
+	p.mu.Lock()
+	bound := p.bound
+	p.mu.Unlock()
+	if end+p.size/2 <= bound {
+		return nil
+	}
+	var nb int64
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, fmt.Sprintf(`SET LOCAL lock_timeout = %d`, partitionTimeout.Milliseconds())); err != nil {
+			return err
+		}
+		return tx.QueryRow(ctx, `SELECT tlog_add_entry_partitions($1)`, end-1+p.size/2).Scan(&nb)
+	})
+	if err != nil {
+		if end <= bound {
+			s.log.WarnContext(ctx, "adding the next entry partition failed; the next batch tries again", "err", err)
+			return nil
+		}
+		return s.fail(ctx, err, "add entry partitions up to index %d", end-1)
+	}
+	p.mu.Lock()
+	p.bound = max(p.bound, nb)
+	p.mu.Unlock()
+	return nil
+}
+
+// A probe looks identities up in a log's entries [lo, hi).
+type probe struct {
+	lo, hi int64
+	keys   [][]byte
+}
+
+const probeSQL = `SELECT identity, idx FROM entries WHERE log_id = $1 AND idx >= $2 AND idx < $3 AND identity = ANY($4::bytea[])`
+
+// fullProbes returns the probes that find which of keys the log's first
+// full partitions hold (they must be full: every index below full·size in
+// the log): one per partition whose filter may hold any of them.
+func (s *Store) fullProbes(ctx context.Context, id, full int64, keys [][]byte) ([]probe, error) {
+	if full == 0 || len(keys) == 0 {
+		return nil, nil
+	}
+	filters, err := s.filters(ctx, id, full)
+	if err != nil {
+		return nil, err
+	}
+	hashes := make([]uint64, len(keys))
+	for i, k := range keys {
+		hashes[i] = bloom.Hash(k)
+	}
+	n := s.parts.size
+	var ps []probe
+	for k, f := range filters {
+		pr := probe{lo: int64(k) * n, hi: int64(k+1) * n}
+		if f == nil {
+			pr.keys = keys
+		} else {
+			for i, h := range hashes {
+				if bloom.MayContain(f, h) {
+					pr.keys = append(pr.keys, keys[i])
+				}
+			}
+		}
+		if len(pr.keys) > 0 {
+			ps = append(ps, pr)
+		}
+	}
+	return ps, nil
+}
+
+// filters returns the filters of the log's partitions [0, full), nil for
+// those not built yet. It loads missing ones from entry_filters, and starts
+// building those not there.
+func (s *Store) filters(ctx context.Context, id, full int64) ([][]byte, error) {
+	p := s.parts
+	fs := make([][]byte, full)
+	var missing []int64
+	p.mu.Lock()
+	for k := range full {
+		key := partKey{id, k}
+		fs[k] = p.filters[key]
+		if fs[k] == nil && !p.building[key] {
+			missing = append(missing, k)
+		}
+	}
+	p.mu.Unlock()
+	if len(missing) == 0 {
+		return fs, nil
+	}
+
+	rows, err := s.pool.Query(ctx, `SELECT part, filter FROM entry_filters WHERE log_id = $1 AND format = $2 AND part = ANY($3::bigint[])`,
+		id, bloom.Format, missing)
+	if err != nil {
+		return nil, s.fail(ctx, err, "read identity filters")
+	}
+	loaded := make(map[int64][]byte)
+	for rows.Next() {
+		var (
+			k int64
+			f []byte
+		)
+		if err := rows.Scan(&k, &f); err != nil {
+			rows.Close()
+			return nil, s.fail(ctx, err, "read identity filters")
+		}
+		if k >= 0 && k < full && bloom.Valid(f) {
+			loaded[k] = f
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, s.fail(ctx, err, "read identity filters")
+	}
+
+	var build []int64
+	p.mu.Lock()
+	for _, k := range missing {
+		key := partKey{id, k}
+		switch {
+		case loaded[k] != nil:
+			p.filters[key], fs[k] = loaded[k], loaded[k]
+		case p.filters[key] != nil: // built meanwhile
+			fs[k] = p.filters[key]
+		case !p.building[key]:
+			p.building[key] = true
+			build = append(build, k)
+		}
+	}
+	p.mu.Unlock()
+	if len(build) > 0 {
+		p.wg.Go(func() { s.buildFilters(id, build) })
+	}
+	return fs, nil
+}
+
+// buildFilters builds, stores and keeps the filters of the log's partitions
+// parts, one after the other.
+func (s *Store) buildFilters(id int64, parts []int64) {
+	p := s.parts
+	for i, k := range parts {
+		start := time.Now()
+		f, err := s.buildFilter(p.ctx, id, k)
+		key := partKey{id, k}
+		p.mu.Lock()
+		delete(p.building, key)
+		if err == nil {
+			p.filters[key] = f
+		}
+		p.mu.Unlock()
+		switch {
+		case err == nil:
+			s.log.Debug("built identity filter", "log_id", id, "partition", k, "took", time.Since(start))
+		case p.ctx.Err() != nil:
+			for _, k := range parts[i+1:] {
+				p.mu.Lock()
+				delete(p.building, partKey{id, k})
+				p.mu.Unlock()
+			}
+			return
+		default:
+			s.log.Warn("building an identity filter failed; its partition's look-ups take every identity until a later batch builds it",
+				"log_id", id, "partition", k, "err", err)
+		}
+	}
+}
+
+// buildFilter builds the filter of the log's entries in partition k, which
+// must be full, and stores it.
+func (s *Store) buildFilter(ctx context.Context, id, k int64) ([]byte, error) {
+	n := s.parts.size
+	lo, hi := k*n, (k+1)*n
+	var size int64
+	if err := s.pool.QueryRow(ctx, `SELECT tree_size FROM logs WHERE id = $1`, id).Scan(&size); err != nil {
+		return nil, err
+	}
+	if size < hi {
+		return nil, fmt.Errorf("partition %d is not full: the log has %d entries", k, size)
+	}
+	f := bloom.New(uint64(n))
+	rows, err := s.pool.Query(ctx, `SELECT identity FROM entries WHERE log_id = $1 AND idx >= $2 AND idx < $3`, id, lo, hi)
+	if err != nil {
+		return nil, err
+	}
+	count := int64(0)
+	for rows.Next() {
+		identity := rows.RawValues()[0]
+		bloom.Add(f, bloom.Hash(identity))
+		count++
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if count != n {
+		return nil, fmt.Errorf("partition %d holds %d entries of the log, want %d: entries are missing (run tlogd fsck)", k, count, n)
+	}
+	_, err = s.pool.Exec(ctx, `INSERT INTO entry_filters (log_id, part, format, filter) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING`,
+		id, k, bloom.Format, f)
+	return f, err
+}
+
+// batchProbes returns the probes that find a batch's identities already in
+// the log outside the partition its first entry goes to (whose index sees
+// the rest): in the full partitions below it, and, for the entries that go
+// to later partitions, in the entries of the first one.
+func (s *Store) batchProbes(ctx context.Context, id int64, w *batchWrite) ([]probe, error) {
+	n := s.parts.size
+	first := w.prevSize / n
+	ps, err := s.fullProbes(ctx, id, first, w.identities)
+	if err != nil {
+		return nil, err
+	}
+	if in := (first+1)*n - w.prevSize; w.prevSize > first*n && in < int64(len(w.identities)) {
+		ps = append(ps, probe{lo: first * n, hi: w.prevSize, keys: w.identities[in:]})
+	}
+	return ps, nil
+}
+
+// errDuplicate is a probe's find in Integrate.
+type errDuplicate struct {
+	identity []byte
+	idx      int64
+}
+
+func (e *errDuplicate) Error() string {
+	return fmt.Sprintf("identity %x is already in the log at index %d", e.identity, e.idx)
+}
+
+// queueProbes adds the probes of log id to b.
+func queueProbes(b *pgx.Batch, id int64, ps []probe) {
+	for _, pr := range ps {
+		b.Queue(probeSQL, id, pr.lo, pr.hi, pr.keys)
+	}
+}
+
+// lookupAll returns what the log's entries hold of keys: the full
+// partitions below its current size through their filters, the rest by
+// one probe.
+func (s *Store) lookupAll(ctx context.Context, id int64, keys [][]byte) (map[string]int64, error) {
+	var size int64
+	if err := s.pool.QueryRow(ctx, `SELECT tree_size FROM logs WHERE id = $1`, id).Scan(&size); err != nil {
+		return nil, err
+	}
+	full := size / s.parts.size
+	ps, err := s.fullProbes(ctx, id, full, keys)
+	if err != nil {
+		return nil, err
+	}
+	ps = append(ps, probe{lo: full * s.parts.size, hi: math.MaxInt64, keys: keys})
+	b := &pgx.Batch{}
+	queueProbes(b, id, ps)
+	br := s.pool.SendBatch(ctx, b)
+	defer br.Close()
+	found := make(map[string]int64)
+	for range ps {
+		rows, err := br.Query()
+		if err != nil {
+			return nil, err
+		}
+		for rows.Next() {
+			var (
+				identity []byte
+				idx      int64
+			)
+			if err := rows.Scan(&identity, &idx); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			found[string(identity)] = idx
+		}
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+	}
+	return found, br.Close()
+}
+
+// checkProbes reads the results of a batch of BEGIN, the head's
+// compare-and-swap and n probes, and closes it: an error, or an
+// *errDuplicate for the first identity a probe found.
+func checkProbes(br pgx.BatchResults, n int) error {
+	defer br.Close()
+	for range 2 {
+		if _, err := br.Exec(); err != nil {
+			return err
+		}
+	}
+	for range n {
+		rows, err := br.Query()
+		if err != nil {
+			return err
+		}
+		var dup errDuplicate
+		found := rows.Next()
+		if found {
+			err = rows.Scan(&dup.identity, &dup.idx)
+		}
+		rows.Close()
+		if err == nil {
+			err = rows.Err()
+		}
+		if err != nil {
+			return err
+		}
+		if found {
+			return &dup
+		}
+	}
+	return br.Close()
+}
