@@ -52,9 +52,14 @@ func TestElector(t *testing.T) {
 	defer lb2.Resign()
 
 	// Kill the leader's session, as PostgreSQL does when its process dies.
+	// (pg_locks shows the locks of every database: other tests' logs have
+	// the same ids.)
 	var pid int
 	c := conn(t, url)
-	if err := c.QueryRow(ctx, `SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND classid = $1 AND objid = (SELECT id FROM logs WHERE name = 'one')`, leaderLockClass).Scan(&pid); err != nil {
+	if err := c.QueryRow(ctx, `
+SELECT pid FROM pg_locks
+ WHERE locktype = 'advisory' AND classid = $1 AND objid = (SELECT id FROM logs WHERE name = 'one') AND objsubid = 2
+   AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`, leaderLockClass).Scan(&pid); err != nil {
 		t.Fatalf("finding the lock holder: %v", err)
 	}
 	if _, err := c.Exec(ctx, `SELECT pg_terminate_backend($1)`, pid); err != nil {

@@ -10,6 +10,11 @@
 // both extend the same head cannot both commit. A trigger refuses any update
 // that would shrink a tile or change its stored hashes.
 //
+// Entries are range-partitioned on their index, so that appends write only
+// the small identity index of the newest partition; identities stay unique
+// across partitions through look-ups guided by Bloom filters of the full
+// ones (identities.go).
+//
 // Concurrent ReadTiles calls share queries: under load, one query reads the
 // tiles of many calls, of any log.
 //
