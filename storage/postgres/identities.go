@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tlog-dev/tlog/internal/bloom"
 )
@@ -29,6 +30,7 @@ type partitions struct {
 	bound    int64              // partitions exist for every index below bound
 	filters  map[partKey][]byte // Bloom filters of full partitions
 	building map[partKey]bool
+	failed   map[partKey]time.Time // last failed build, retried after filterRetry
 
 	ctx    context.Context // of background builds, cancelled by Close
 	cancel context.CancelFunc
@@ -42,10 +44,13 @@ type partKey struct{ log, part int64 }
 // half a partition ahead of need, so a later batch tries again.
 const partitionTimeout = 2 * time.Second
 
-func newPartitions(ctx context.Context, pool interface {
-	QueryRow(context.Context, string, ...any) pgx.Row
-}) (*partitions, error) {
-	p := &partitions{filters: make(map[partKey][]byte), building: make(map[partKey]bool)}
+// filterRetry is how long a filter whose build failed (say, its partition
+// misses entries) is not built again: each build reads the partition.
+const filterRetry = time.Minute
+
+// newPartitions reads the partition size of the database behind pool.
+func newPartitions(ctx context.Context, pool *pgxpool.Pool) (*partitions, error) {
+	p := &partitions{filters: make(map[partKey][]byte), building: make(map[partKey]bool), failed: make(map[partKey]time.Time)}
 	if err := pool.QueryRow(ctx, `SELECT size FROM entry_partitioning`).Scan(&p.size); err != nil {
 		return nil, fmt.Errorf("postgres: read entry partition size: %w", err)
 	}
@@ -188,7 +193,7 @@ func (s *Store) filters(ctx context.Context, id, full int64) ([][]byte, error) {
 			p.filters[key], fs[k] = loaded[k], loaded[k]
 		case p.filters[key] != nil: // built meanwhile
 			fs[k] = p.filters[key]
-		case !p.building[key]:
+		case !p.building[key] && time.Since(p.failed[key]) > filterRetry:
 			p.building[key] = true
 			build = append(build, k)
 		}
@@ -212,6 +217,8 @@ func (s *Store) buildFilters(id int64, parts []int64) {
 		delete(p.building, key)
 		if err == nil {
 			p.filters[key] = f
+		} else if p.ctx.Err() == nil {
+			p.failed[key] = time.Now()
 		}
 		p.mu.Unlock()
 		switch {
@@ -225,7 +232,7 @@ func (s *Store) buildFilters(id int64, parts []int64) {
 			}
 			return
 		default:
-			s.log.Warn("building an identity filter failed; its partition's look-ups take every identity until a later batch builds it",
+			s.log.Warn("building an identity filter failed; its partition's look-ups take every identity until a build succeeds (retried after a minute)",
 				"log_id", id, "partition", k, "err", err)
 		}
 	}

@@ -227,3 +227,72 @@ func TestMigrateEntriesToPartitions(t *testing.T) {
 func sha256Int8(i uint64) storage.Hash {
 	return sha256.Sum256(binary.BigEndian.AppendUint64(nil, i))
 }
+
+// TestFilterOfIncompletePartition: a full partition that misses entries
+// (tampered with) gets no filter, so its look-ups keep taking every
+// identity, and its build is not retried for every batch.
+func TestFilterOfIncompletePartition(t *testing.T) {
+	ctx := t.Context()
+	s0, url := openStore(t)
+	c := conn(t, url)
+	l := newTestLog(t, s0, "log")
+	first := l.integrate(t, s0, 250, 20)
+	if _, err := c.Exec(ctx, `DELETE FROM entries WHERE idx = 150`); err != nil {
+		t.Fatal(err)
+	}
+
+	s, err := Open(ctx, url, testConfig(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	id, err := s.logID(ctx, l.name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := l.batch(t, 5, 20)
+	b.Entries[0].Identity = first.Entries[120].Identity
+	if err := s.Integrate(ctx, l.name, b); !errors.Is(err, storage.ErrDuplicate) {
+		t.Fatalf("Integrate(duplicate of entry 120) = %v, want ErrDuplicate", err)
+	}
+	failedAt := waitBuilds(t, s, partKey{id, 1})
+	if failedAt.IsZero() {
+		t.Error("the build of partition 1, which misses entry 150, did not fail")
+	}
+	var parts []int64
+	rows, _ := c.Query(ctx, `SELECT part FROM entry_filters WHERE log_id = $1 ORDER BY part`, id)
+	for rows.Next() {
+		var k int64
+		if err := rows.Scan(&k); err != nil {
+			t.Fatal(err)
+		}
+		parts = append(parts, k)
+	}
+	if err := rows.Err(); err != nil || len(parts) != 1 || parts[0] != 0 {
+		t.Fatalf("filters stored for partitions %v (%v), want [0] only", parts, err)
+	}
+	// Still refused, by a look-up of every identity; no new build.
+	if err := s.Integrate(ctx, l.name, b); !errors.Is(err, storage.ErrDuplicate) {
+		t.Fatalf("Integrate(duplicate of entry 120) again = %v, want ErrDuplicate", err)
+	}
+	if again := waitBuilds(t, s, partKey{id, 1}); !again.Equal(failedAt) {
+		t.Error("the failed build of partition 1 was run again at once")
+	}
+}
+
+// waitBuilds waits for s's filter builds to end and returns the time the
+// build of key last failed (zero if never).
+func waitBuilds(t *testing.T, s *Store, key partKey) time.Time {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		s.parts.mu.Lock()
+		n, failed := len(s.parts.building), s.parts.failed[key]
+		s.parts.mu.Unlock()
+		if n == 0 {
+			return failed
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("filter builds still running after 30s")
+		}
+	}
+}
