@@ -110,7 +110,7 @@ func (ix *hashIndex) load() error {
 	}
 	c := ix.filters.Cursor()
 	for k, v := c.First(); k != nil; k, v = c.Next() {
-		if len(k) != 8 || len(v) <= runHeader || (len(v)-runHeader)%(bloom.BlockBytes) != 0 || v[8]&^runFrozen != 0 {
+		if len(k) != 8 || len(v) <= runHeader || (len(v)-runHeader)%bloom.BlockBytes != 0 || v[8]&^runFrozen != 0 {
 			return fmt.Errorf("embedded store is damaged: index run %x has a malformed filter", k)
 		}
 		r := indexRun{

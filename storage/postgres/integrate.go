@@ -16,7 +16,9 @@ import (
 // Integrate writes a batch in one transaction of three round trips:
 //
 //  1. BEGIN and tlog_advance_head, the compare-and-swap of the tree head
-//     (its row lock holds off any other writer of the log until commit);
+//     (its row lock holds off any other writer of the log until commit),
+//     and the look-ups of identities in partitions the batch does not write
+//     (identities.go), which refuse a duplicate before anything is written;
 //  2. COPY of the entries;
 //  3. the tile upsert, the checkpoint and COMMIT.
 //
