@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"testing"
 
+	"github.com/tlog-dev/tlog/internal/bloom"
 	"github.com/tlog-dev/tlog/pkg/tile"
 	"github.com/tlog-dev/tlog/pkg/tree"
 	"github.com/tlog-dev/tlog/storage"
@@ -204,4 +205,37 @@ SELECT $1, * FROM unnest($2::smallint[], $3::bigint[], $4::bytea[])`, id, levels
 		})
 		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "slices/s")
 	})
+}
+
+// BenchmarkFullProbes measures the Bloom filter side of a batch's look-ups
+// at 10M entries: 4,096 identities against the filters of 19 full
+// partitions of 2^19 entries (no database: filters are in memory).
+func BenchmarkFullProbes(b *testing.B) {
+	const parts, batch = 19, 4096
+	s := &Store{parts: &partitions{size: 1 << 19, filters: make(map[partKey][]byte), building: make(map[partKey]bool)}}
+	key := make([]byte, 32)
+	for k := range int64(parts) {
+		f := bloom.New(1 << 19)
+		for range 1 << 19 {
+			rand.Read(key)
+			bloom.Add(f, bloom.Hash(key))
+		}
+		s.parts.filters[partKey{1, k}] = f
+	}
+	keys := make([][]byte, batch)
+	for i := range keys {
+		keys[i] = make([]byte, 32)
+		rand.Read(keys[i])
+	}
+	probed := 0
+	for b.Loop() {
+		ps, err := s.fullProbes(b.Context(), 1, parts, keys)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, p := range ps {
+			probed += len(p.keys)
+		}
+	}
+	b.ReportMetric(float64(probed)/float64(b.N), "probed/batch")
 }
