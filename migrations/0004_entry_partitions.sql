@@ -19,13 +19,21 @@
 -- partition the batch writes into refuses a duplicate by its own index.
 --
 -- Partitions are made by tlog_add_entry_partitions, ahead of need. The size
--- is fixed when the first partition is made: never change it afterwards.
+-- is fixed when the first partition is made (a trigger refuses changes).
 
 CREATE TABLE entry_partitioning (
     one  boolean PRIMARY KEY DEFAULT true CHECK (one),
     size bigint  NOT NULL CHECK (size > 0)
 );
 INSERT INTO entry_partitioning (size) VALUES (524288); -- 2^19: a 50 MB identity index
+
+CREATE FUNCTION tlog_entry_partitioning_fixed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT FROM pg_inherits WHERE inhparent = 'entries'::regclass) THEN
+        RAISE EXCEPTION 'entry_partitioning cannot change once entry partitions exist';
+    END IF;
+    RETURN coalesce(NEW, OLD);
+END $$;
 
 ALTER TABLE entries RENAME TO entries_0003;
 ALTER INDEX entries_pkey RENAME TO entries_0003_pkey;
@@ -45,6 +53,8 @@ CREATE TABLE entries (
 ALTER TABLE entries ALTER COLUMN identity SET STORAGE PLAIN;
 ALTER TABLE entries ALTER COLUMN leaf_hash SET STORAGE PLAIN;
 CREATE INDEX entries_leaf_hash ON entries (log_id, leaf_hash, idx) WHERE leaf_hash IS NOT NULL;
+CREATE TRIGGER entry_partitioning_fixed BEFORE UPDATE OR DELETE ON entry_partitioning
+    FOR EACH ROW EXECUTE FUNCTION tlog_entry_partitioning_fixed();
 
 -- Bloom filters (internal/bloom, layout format) of the identities of one
 -- log's entries in one full partition; built and stored by storage/postgres.

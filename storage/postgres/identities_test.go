@@ -155,6 +155,9 @@ func TestIdentitiesAcrossPartitions(t *testing.T) {
 			}
 		}
 	}
+	if _, err := c.Exec(ctx, `UPDATE entry_partitioning SET size = 1000`); err == nil {
+		t.Error("the partition size changed while partitions exist")
+	}
 	// The batch crossing into partition 11 goes in when it repeats nothing.
 	l.integrateBatchInto(t, s2, b)
 	verifyLog(t, s2, l)
