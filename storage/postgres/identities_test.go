@@ -116,7 +116,7 @@ func TestIdentitiesAcrossPartitions(t *testing.T) {
 	}
 	sameCounts(t, c, before)
 	// Fresh identities are looked up only where a filter errs (~0.1%).
-	b, _ := l.batch(t, 60, 20)
+	b, next := l.batch(t, 60, 20)
 	w, err := newBatchWrite(b)
 	if err != nil {
 		t.Fatal(err)
@@ -159,19 +159,12 @@ func TestIdentitiesAcrossPartitions(t *testing.T) {
 		t.Error("the partition size changed while partitions exist")
 	}
 	// The batch crossing into partition 11 goes in when it repeats nothing.
-	l.integrateBatchInto(t, s2, b)
+	if err := s2.Integrate(ctx, l.name, b); err != nil {
+		t.Fatalf("Integrate(the crossing batch): %v", err)
+	}
+	l.edge, l.count = next, l.count+len(b.Entries)
 	verifyLog(t, s2, l)
 	verifyLog(t, s2, other)
-}
-
-// integrateBatchInto stores b, made by l.batch, and advances l.
-func (l *testLog) integrateBatchInto(t *testing.T, s storage.Store, b *storage.Batch) {
-	t.Helper()
-	if err := s.Integrate(t.Context(), l.name, b); err != nil {
-		t.Fatalf("Integrate: %v", err)
-	}
-	_, next := l.batch(t, len(b.Entries), len(b.Entries[0].Data))
-	l.edge, l.count = next, l.count+len(b.Entries)
 }
 
 // TestMigrateEntriesToPartitions: migration 0004 moves the entries of a
