@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tlog-dev/tlog/internal/bloom"
+	"github.com/tlog-dev/tlog/storage"
 )
 
 // Entries are range-partitioned on their index (migration 0004): partition
@@ -288,13 +289,13 @@ func (s *Store) batchProbes(ctx context.Context, id int64, w *batchWrite) ([]pro
 	return ps, nil
 }
 
-// errDuplicate is a probe's find in Integrate.
-type errDuplicate struct {
+// duplicateError is a probe's find in Integrate.
+type duplicateError struct {
 	identity []byte
 	idx      int64
 }
 
-func (e *errDuplicate) Error() string {
+func (e *duplicateError) Error() string {
 	return fmt.Sprintf("identity %x is already in the log at index %d", e.identity, e.idx)
 }
 
@@ -305,18 +306,30 @@ func queueProbes(b *pgx.Batch, id int64, ps []probe) {
 	}
 }
 
-// lookupAll returns what the log's entries hold of keys: the full
-// partitions below its current size through their filters, the one being
-// filled by a probe of every key.
-func (s *Store) lookupAll(ctx context.Context, id int64, keys [][]byte) (map[string]int64, error) {
+// LookupIdentities returns the index of each identity already in the log:
+// one query for the partition the log is filling, and one per full
+// partition whose identity filter may hold some of ids (see partitions).
+func (s *Store) LookupIdentities(ctx context.Context, log string, ids []storage.Hash) (map[storage.Hash]uint64, error) {
+	id, err := s.logID(ctx, log)
+	if err != nil {
+		return nil, err
+	}
+	found := make(map[storage.Hash]uint64)
+	if len(ids) == 0 {
+		return found, nil
+	}
+	keys := make([][]byte, len(ids))
+	for i := range ids {
+		keys[i] = ids[i][:]
+	}
 	var size int64
 	if err := s.pool.QueryRow(ctx, `SELECT tree_size FROM logs WHERE id = $1`, id).Scan(&size); err != nil {
-		return nil, err
+		return nil, s.fail(ctx, err, "look up identities in %q", log)
 	}
 	full := size / s.parts.size
 	ps, err := s.fullProbes(ctx, id, full, keys)
 	if err != nil {
-		return nil, err
+		return nil, s.fail(ctx, err, "look up identities in %q", log)
 	}
 	if size > full*s.parts.size {
 		ps = append(ps, probe{part: full, keys: keys})
@@ -325,11 +338,10 @@ func (s *Store) lookupAll(ctx context.Context, id int64, keys [][]byte) (map[str
 	queueProbes(b, id, ps)
 	br := s.pool.SendBatch(ctx, b)
 	defer br.Close()
-	found := make(map[string]int64)
 	for range ps {
 		rows, err := br.Query()
 		if err != nil {
-			return nil, err
+			return nil, s.fail(ctx, err, "look up identities in %q", log)
 		}
 		for rows.Next() {
 			var (
@@ -338,20 +350,28 @@ func (s *Store) lookupAll(ctx context.Context, id int64, keys [][]byte) (map[str
 			)
 			if err := rows.Scan(&identity, &idx); err != nil {
 				rows.Close()
+				return nil, s.fail(ctx, err, "look up identities in %q", log)
+			}
+			h, err := toHash("entry identity", identity)
+			if err != nil {
+				rows.Close()
 				return nil, err
 			}
-			found[string(identity)] = idx
+			found[h] = uint64(idx)
 		}
 		if err := rows.Err(); err != nil {
-			return nil, err
+			return nil, s.fail(ctx, err, "look up identities in %q", log)
 		}
 	}
-	return found, br.Close()
+	if err := br.Close(); err != nil {
+		return nil, s.fail(ctx, err, "look up identities in %q", log)
+	}
+	return found, nil
 }
 
 // checkProbes reads the results of a batch of BEGIN, the head's
 // compare-and-swap and n probes, and closes it: an error, or an
-// *errDuplicate for the first identity a probe found.
+// *duplicateError for the first identity a probe found.
 func checkProbes(br pgx.BatchResults, n int) error {
 	defer br.Close()
 	for range 2 {
@@ -364,7 +384,7 @@ func checkProbes(br pgx.BatchResults, n int) error {
 		if err != nil {
 			return err
 		}
-		var dup errDuplicate
+		var dup duplicateError
 		found := rows.Next()
 		if found {
 			err = rows.Scan(&dup.identity, &dup.idx)

@@ -87,7 +87,7 @@ func (s *Store) Integrate(ctx context.Context, log string, b *storage.Batch) err
 		return ctxErr
 	}
 	code, constraint := pgCode(err)
-	var dup *errDuplicate
+	var dup *duplicateError
 	switch {
 	case errors.As(err, &dup):
 		return fmt.Errorf("postgres: integrate into %q: %w: %v", log, storage.ErrDuplicate, dup)

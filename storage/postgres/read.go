@@ -246,36 +246,6 @@ SELECT idx, identity, data FROM entries
 	return es, nil
 }
 
-// LookupIdentities returns the index of each identity already in the log:
-// one query for the partitions the log is filling, and one per full
-// partition whose identity filter may hold some of ids.
-func (s *Store) LookupIdentities(ctx context.Context, log string, ids []storage.Hash) (map[storage.Hash]uint64, error) {
-	id, err := s.logID(ctx, log)
-	if err != nil {
-		return nil, err
-	}
-	found := make(map[storage.Hash]uint64)
-	if len(ids) == 0 {
-		return found, nil
-	}
-	keys := make([][]byte, len(ids))
-	for i := range ids {
-		keys[i] = ids[i][:]
-	}
-	rows, err := s.lookupAll(ctx, id, keys)
-	if err != nil {
-		return nil, s.fail(ctx, err, "look up identities in %q", log)
-	}
-	for identity, idx := range rows {
-		h, err := toHash("entry identity", []byte(identity))
-		if err != nil {
-			return nil, err
-		}
-		found[h] = uint64(idx)
-	}
-	return found, nil
-}
-
 // FindLeaf returns the lowest index whose leaf hash or identity is h, or
 // storage.ErrNotFound. An entry whose leaf_hash column is NULL has the leaf
 // hash of its identity, so the two indexes cover every case.
