@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"fmt"
+	"math"
 	"sync"
 	"time"
 
@@ -19,11 +20,17 @@ import (
 // identities unique: a batch's identities are looked up in the log's full
 // partitions below it, each only for the identities its Bloom filter may
 // hold (about 0.1% of them), and, for a batch that crosses into a new
-// partition, in the partition it leaves. A full partition never changes (the
-// tree head only grows), so its filter, once built from its rows, stays
-// right; filters are kept in entry_filters and in memory, 2 bytes per entry.
-// Until a partition's filter is built (in the background, when it is first
-// needed) its look-ups take every identity.
+// partition, in the partition it leaves (only for the identities its
+// growing filter may hold, if it has one: see below). A full partition never
+// changes (the tree head only grows), so its filter, once made, stays right;
+// filters are kept in entry_filters and in memory, 2 bytes per entry.
+//
+// A Store that writes a partition from its first entry grows the partition's
+// filter from the batches it commits, so the filter is there when the
+// partition fills. Otherwise (a Store started, or made leader, in the middle
+// of a partition) the filter is built from the partition's rows in the
+// background when it is first needed, and until then its look-ups take every
+// identity.
 type partitions struct {
 	size int64 // entries of a log per partition, fixed in the database
 
@@ -32,6 +39,8 @@ type partitions struct {
 	filters  map[partKey][]byte // Bloom filters of full partitions
 	building map[partKey]bool
 	failed   map[partKey]time.Time // last failed build, retried after filterRetry
+	growing  map[int64]*growing    // by log: the filter of the partition it fills
+	fed      uint64                // count of batches fed to growing filters
 
 	ctx    context.Context // of background builds, cancelled by Close
 	cancel context.CancelFunc
@@ -39,6 +48,19 @@ type partitions struct {
 }
 
 type partKey struct{ log, part int64 }
+
+// growing is the filter of the partition a log is filling, holding the
+// identities of its entries below next.
+type growing struct {
+	part, next int64
+	filter     []byte
+	fed        uint64 // partitions.fed when last fed
+}
+
+// maxGrowing bounds the filters grown at once (1 MiB each at the default
+// partition size); a partition starting beyond it evicts the one fed least
+// recently, whose partition's filter is then built from its rows.
+const maxGrowing = 16
 
 // partitionTimeout bounds the wait for the lock that adding a partition takes
 // on the entries table, which a long read could hold: partitions are added
@@ -51,7 +73,12 @@ const filterRetry = time.Minute
 
 // newPartitions reads the partition size of the database behind pool.
 func newPartitions(ctx context.Context, pool *pgxpool.Pool) (*partitions, error) {
-	p := &partitions{filters: make(map[partKey][]byte), building: make(map[partKey]bool), failed: make(map[partKey]time.Time)}
+	p := &partitions{
+		filters:  make(map[partKey][]byte),
+		building: make(map[partKey]bool),
+		failed:   make(map[partKey]time.Time),
+		growing:  make(map[int64]*growing),
+	}
 	if err := pool.QueryRow(ctx, `SELECT size FROM entry_partitioning`).Scan(&p.size); err != nil {
 		return nil, fmt.Errorf("postgres: read entry partition size: %w", err)
 	}
@@ -93,6 +120,72 @@ func (s *Store) addPartitions(ctx context.Context, end int64) error {
 	p.bound = max(p.bound, nb)
 	p.mu.Unlock()
 	return nil
+}
+
+// grow feeds the identities of a committed batch to the log's growing
+// filter, which must have seen every entry of its partition before the
+// batch; a batch that starts a partition starts a filter. A filter that is
+// complete becomes its partition's, and is stored in the background.
+func (s *Store) grow(id int64, w *batchWrite) {
+	p := s.parts
+	hashes := make([]uint64, len(w.identities))
+	for i, k := range w.identities {
+		hashes[i] = bloom.Hash(k)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.fed++
+	g := p.growing[id]
+	for i := int64(0); i < int64(len(hashes)); {
+		idx := w.prevSize + i
+		part := idx / p.size
+		end := min(int64(len(hashes)), (part+1)*p.size-w.prevSize)
+		if g == nil || g.part != part || g.next != idx {
+			delete(p.growing, id)
+			g = nil
+			if idx != part*p.size {
+				i = end // the partition's first entries were not seen
+				continue
+			}
+			if len(p.growing) >= maxGrowing {
+				p.evictGrowing()
+			}
+			g = &growing{part: part, next: idx, filter: bloom.New(uint64(p.size))}
+			p.growing[id] = g
+		}
+		for _, h := range hashes[i:end] {
+			bloom.Add(g.filter, h)
+		}
+		i, g.next, g.fed = end, w.prevSize+end, p.fed
+		if g.next == (part+1)*p.size {
+			delete(p.growing, id)
+			key := partKey{id, part}
+			if p.filters[key] == nil {
+				p.filters[key] = g.filter
+				f := g.filter
+				p.wg.Go(func() {
+					if err := s.saveFilter(p.ctx, id, part, f); err != nil && p.ctx.Err() == nil {
+						s.log.Warn("storing an identity filter failed; a Store started later builds it from the partition's rows",
+							"log_id", id, "partition", part, "err", err)
+					}
+				})
+			}
+			g = nil
+		}
+	}
+}
+
+// evictGrowing drops the growing filter fed least recently. p.mu must be
+// held.
+func (p *partitions) evictGrowing() {
+	var oldest int64
+	var fed uint64 = math.MaxUint64
+	for id, g := range p.growing {
+		if g.fed < fed {
+			oldest, fed = id, g.fed
+		}
+	}
+	delete(p.growing, oldest)
 }
 
 // A probe looks identities up in a log's entries in one partition.
@@ -267,9 +360,14 @@ func (s *Store) buildFilter(ctx context.Context, id, k int64) ([]byte, error) {
 	if count != n {
 		return nil, fmt.Errorf("partition %d holds %d entries of the log, want %d: entries are missing (run tlogd fsck)", k, count, n)
 	}
-	_, err = s.pool.Exec(ctx, `INSERT INTO entry_filters (log_id, part, format, filter) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING`,
+	return f, s.saveFilter(ctx, id, k, f)
+}
+
+// saveFilter stores the filter f of the log's partition k.
+func (s *Store) saveFilter(ctx context.Context, id, k int64, f []byte) error {
+	_, err := s.pool.Exec(ctx, `INSERT INTO entry_filters (log_id, part, format, filter) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING`,
 		id, k, bloom.Format, f)
-	return f, err
+	return err
 }
 
 // batchProbes returns the probes that find a batch's identities already in
@@ -284,9 +382,30 @@ func (s *Store) batchProbes(ctx context.Context, id int64, w *batchWrite) ([]pro
 		return nil, err
 	}
 	if in := (first+1)*n - w.prevSize; w.prevSize > first*n && in < int64(len(w.identities)) {
-		ps = append(ps, probe{part: first, keys: w.identities[in:]})
+		if keys := s.parts.mayHold(id, first, w.prevSize, w.identities[in:]); len(keys) > 0 {
+			ps = append(ps, probe{part: first, keys: keys})
+		}
 	}
 	return ps, nil
+}
+
+// mayHold returns those of keys that the log's entries of partition part
+// below index end may hold: all of them, unless the partition's growing
+// filter has seen exactly those entries.
+func (p *partitions) mayHold(id, part, end int64, keys [][]byte) [][]byte {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	g := p.growing[id]
+	if g == nil || g.part != part || g.next != end {
+		return keys
+	}
+	var may [][]byte
+	for _, k := range keys {
+		if bloom.MayContain(g.filter, bloom.Hash(k)) {
+			may = append(may, k)
+		}
+	}
+	return may
 }
 
 // duplicateError is a probe's find in Integrate.
@@ -307,8 +426,9 @@ func queueProbes(b *pgx.Batch, id int64, ps []probe) {
 }
 
 // LookupIdentities returns the index of each identity already in the log:
-// one query for the partition the log is filling, and one per full
-// partition whose identity filter may hold some of ids (see partitions).
+// one query for the partition the log is filling (unless its growing filter
+// holds none of ids), and one per full partition whose identity filter may
+// hold some of them (see partitions).
 func (s *Store) LookupIdentities(ctx context.Context, log string, ids []storage.Hash) (map[storage.Hash]uint64, error) {
 	id, err := s.logID(ctx, log)
 	if err != nil {
@@ -332,7 +452,9 @@ func (s *Store) LookupIdentities(ctx context.Context, log string, ids []storage.
 		return nil, s.fail(ctx, err, "look up identities in %q", log)
 	}
 	if size > full*s.parts.size {
-		ps = append(ps, probe{part: full, keys: keys})
+		if keys := s.parts.mayHold(id, full, size, keys); len(keys) > 0 {
+			ps = append(ps, probe{part: full, keys: keys})
+		}
 	}
 	b := &pgx.Batch{}
 	queueProbes(b, id, ps)

@@ -1,13 +1,16 @@
 package postgres
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tlog-dev/tlog/internal/pgtest"
@@ -86,7 +89,8 @@ func TestIdentitiesAcrossPartitions(t *testing.T) {
 	s3.Close()
 	sameCounts(t, c, before)
 
-	// The filters of the full partitions are built in the background.
+	// The filters of the full partitions were grown as s wrote them, and are
+	// stored in the background.
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		var n int
@@ -233,8 +237,13 @@ func TestFilterOfIncompletePartition(t *testing.T) {
 	c := conn(t, url)
 	l := newTestLog(t, s0, "log")
 	first := l.integrate(t, s0, 250, 20)
-	if _, err := c.Exec(ctx, `DELETE FROM entries WHERE idx = 150`); err != nil {
-		t.Fatal(err)
+	// s0 grew the filters of partitions 0 and 1 as it wrote them; drop them
+	// once stored, as if they had been written by a Store started later.
+	waitFilters(t, c, 2)
+	for _, q := range []string{`DELETE FROM entries WHERE idx = 150`, `DELETE FROM entry_filters WHERE part = 1`} {
+		if _, err := c.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
 	}
 
 	s, err := Open(ctx, url, testConfig(t))
@@ -289,6 +298,127 @@ func waitBuilds(t *testing.T, s *Store, key partKey) time.Time {
 		}
 		if time.Now().After(deadline) {
 			t.Fatal("filter builds still running after 30s")
+		}
+	}
+}
+
+// TestGrownFilters: a Store that writes a partition from its first entry
+// has the partition's filter as soon as the partition fills, the filter a
+// build from its rows makes, and stores it; a refused batch feeds nothing; a
+// Store started in the middle of a partition grows no filter of it; and the
+// filters grown at once are bounded.
+func TestGrownFilters(t *testing.T) {
+	ctx := t.Context()
+	s, url := openStore(t)
+	c := conn(t, url)
+	l := newTestLog(t, s, "log")
+	id, err := s.logID(ctx, l.name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stored []storage.Entry
+	for l.edge.Size() < 250 {
+		stored = append(stored, l.integrate(t, s, 37, 20).Entries...)
+		b, _ := l.batch(t, 7, 20)
+		b.Entries[3].Identity = stored[0].Identity
+		if err := s.Integrate(ctx, l.name, b); !errors.Is(err, storage.ErrDuplicate) {
+			t.Fatalf("Integrate(a batch repeating entry 0) = %v, want ErrDuplicate", err)
+		}
+	}
+	// 259 entries: partitions 0 and 1 are full.
+	s.parts.mu.Lock()
+	grown := [][]byte{s.parts.filters[partKey{id, 0}], s.parts.filters[partKey{id, 1}]}
+	building, g := len(s.parts.building), s.parts.growing[id]
+	s.parts.mu.Unlock()
+	if building != 0 {
+		t.Errorf("%d filters being built from rows, want none (grown)", building)
+	}
+	if g == nil || g.part != 2 || g.next != 259 {
+		t.Errorf("growing filter %+v, want one of partition 2 up to entry 259", g)
+	}
+	waitFilters(t, c, 2)
+	for k, f := range grown {
+		var saved []byte
+		if err := c.QueryRow(ctx, `SELECT filter FROM entry_filters WHERE log_id = $1 AND part = $2`, id, k).Scan(&saved); err != nil {
+			t.Fatal(err)
+		}
+		built, err := s.buildFilter(ctx, id, int64(k))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f == nil || !bytes.Equal(f, built) || !bytes.Equal(saved, built) {
+			t.Errorf("partition %d: grown filter (%d bytes) or the stored one differs from the filter built from its rows", k, len(f))
+		}
+	}
+
+	// A batch crossing into partition 3 looks up in partition 2 only the
+	// identities its growing filter may hold, and is refused when one of
+	// them is there.
+	b, _ := l.batch(t, 60, 20)
+	w, err := newBatchWrite(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps, err := s.batchProbes(ctx, id, w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range ps {
+		if p.part == 2 && len(p.keys) > 5 {
+			t.Errorf("%d of 19 fresh identities of partition 3 looked up in partition 2 (growing filter), want about 0.02", len(p.keys))
+		}
+	}
+	b.Entries[50].Identity = stored[210].Identity
+	if err := s.Integrate(ctx, l.name, b); !errors.Is(err, storage.ErrDuplicate) {
+		t.Errorf("Integrate(crossing batch whose entry in partition 3 repeats entry 210) = %v, want ErrDuplicate", err)
+	}
+	got, err := s.LookupIdentities(ctx, l.name, []storage.Hash{stored[210].Identity, stored[258].Identity, {1}})
+	if err != nil || len(got) != 2 || got[stored[210].Identity] != 210 || got[stored[258].Identity] != 258 {
+		t.Errorf("LookupIdentities(entries 210, 258 and a fresh one) = %v, %v; want those two", got, err)
+	}
+
+	s2, err := Open(ctx, url, testConfig(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	l.integrate(t, s2, 60, 20) // 259-318: fills partition 2, starts 3
+	s2.parts.mu.Lock()
+	f2, g2 := s2.parts.filters[partKey{id, 2}], s2.parts.growing[id]
+	s2.parts.mu.Unlock()
+	if f2 != nil {
+		t.Error("a Store started in partition 2 has its filter without building it")
+	}
+	if g2 == nil || g2.part != 3 || g2.next != 319 {
+		t.Errorf("growing filter %+v after the batch that starts partition 3, want one up to entry 319", g2)
+	}
+	verifyLog(t, s2, l)
+
+	for i := range maxGrowing {
+		small := newTestLog(t, s2, fmt.Sprintf("small%d", i))
+		small.integrate(t, s2, 1, 20)
+	}
+	s2.parts.mu.Lock()
+	n, g2 := len(s2.parts.growing), s2.parts.growing[id]
+	s2.parts.mu.Unlock()
+	if n != maxGrowing || g2 != nil {
+		t.Errorf("%d filters growing (log's evicted: %t), want %d with the log's, fed first, evicted", n, g2 == nil, maxGrowing)
+	}
+}
+
+// waitFilters waits until n identity filters are stored.
+func waitFilters(t *testing.T, c *pgx.Conn, n int) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		var got int
+		if err := c.QueryRow(t.Context(), `SELECT count(*) FROM entry_filters`).Scan(&got); err != nil {
+			t.Fatal(err)
+		}
+		if got == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d identity filters stored after 30s, want %d", got, n)
 		}
 	}
 }

@@ -76,6 +76,9 @@ func (s *Store) Integrate(ctx context.Context, log string, b *storage.Batch) err
 	defer c.Release() // destroys the connection if a transaction is still open
 	err = w.run(ctx, c.Conn(), id)
 	if err == nil {
+		if len(w.data) > 0 {
+			s.grow(id, w)
+		}
 		return nil
 	}
 	if c.Conn().PgConn().TxStatus() != 'I' && !c.Conn().IsClosed() {
