@@ -491,16 +491,11 @@ func (s *Store) LookupIdentities(ctx context.Context, log string, ids []storage.
 	return found, nil
 }
 
-// checkProbes reads the results of a batch of BEGIN, the head's
-// compare-and-swap and n probes, and closes it: an error, or an
-// *duplicateError for the first identity a probe found.
+// checkProbes reads the results of a batch that starts with n probes, and
+// closes it: an error, or a *duplicateError for the first identity a probe
+// found.
 func checkProbes(br pgx.BatchResults, n int) error {
 	defer br.Close()
-	for range 2 {
-		if _, err := br.Exec(); err != nil {
-			return err
-		}
-	}
 	for range n {
 		rows, err := br.Query()
 		if err != nil {
