@@ -13,7 +13,7 @@ import (
 	"github.com/tlog-dev/tlog/storage"
 )
 
-// Integrate writes a batch in one transaction of three round trips:
+// Integrate writes a batch in one transaction of three or four round trips:
 //
 //  1. BEGIN and tlog_advance_head, the compare-and-swap of the tree head
 //     (its row lock holds off any other writer of the log until commit);
