@@ -202,15 +202,11 @@ func probeSQL(part int64) string {
 }
 
 // fullProbes returns the probes that find which of keys the log's first
-// full partitions hold (they must be full: every index below full·size in
-// the log): one per partition whose filter may hold any of them.
-func (s *Store) fullProbes(ctx context.Context, id, full int64, keys [][]byte) ([]probe, error) {
-	if full == 0 || len(keys) == 0 {
-		return nil, nil
-	}
-	filters, err := s.filters(ctx, id, full)
-	if err != nil {
-		return nil, err
+// full partitions hold, given their filters (Store.filters; nil if not
+// built): one per partition whose filter may hold any of them.
+func fullProbes(filters [][]byte, keys [][]byte) []probe {
+	if len(filters) == 0 || len(keys) == 0 {
+		return nil
 	}
 	hashes := make([]uint64, len(keys))
 	for i, k := range keys {
@@ -232,7 +228,7 @@ func (s *Store) fullProbes(ctx context.Context, id, full int64, keys [][]byte) (
 			ps = append(ps, pr)
 		}
 	}
-	return ps, nil
+	return ps
 }
 
 // filters returns the filters of the log's partitions [0, full), nil for
@@ -372,21 +368,19 @@ func (s *Store) saveFilter(ctx context.Context, id, k int64, f []byte) error {
 
 // batchProbes returns the probes that find a batch's identities already in
 // the log outside the partition its first entry goes to (whose index sees
-// the rest): in the full partitions below it, and, for the entries that go
-// to later partitions, in the entries of the first one.
-func (s *Store) batchProbes(ctx context.Context, id int64, w *batchWrite) ([]probe, error) {
+// the rest): in the full partitions below it, whose filters are fs
+// (Store.filters of the partitions below w.prevSize/size), and, for the
+// entries that go to later partitions, in the entries of the first one.
+func (s *Store) batchProbes(id int64, w *batchWrite, fs [][]byte) []probe {
 	n := s.parts.size
 	first := w.prevSize / n
-	ps, err := s.fullProbes(ctx, id, first, w.identities)
-	if err != nil {
-		return nil, err
-	}
+	ps := fullProbes(fs, w.identities)
 	if in := (first+1)*n - w.prevSize; w.prevSize > first*n && in < int64(len(w.identities)) {
 		if keys := s.parts.mayHold(id, first, w.prevSize, w.identities[in:]); len(keys) > 0 {
 			ps = append(ps, probe{part: first, keys: keys})
 		}
 	}
-	return ps, nil
+	return ps
 }
 
 // mayHold returns those of keys that the log's entries of partition part
@@ -447,10 +441,11 @@ func (s *Store) LookupIdentities(ctx context.Context, log string, ids []storage.
 		return nil, s.fail(ctx, err, "look up identities in %q", log)
 	}
 	full := size / s.parts.size
-	ps, err := s.fullProbes(ctx, id, full, keys)
+	fs, err := s.filters(ctx, id, full)
 	if err != nil {
 		return nil, s.fail(ctx, err, "look up identities in %q", log)
 	}
+	ps := fullProbes(fs, keys)
 	if size > full*s.parts.size {
 		if keys := s.parts.mayHold(id, full, size, keys); len(keys) > 0 {
 			ps = append(ps, probe{part: full, keys: keys})

@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -125,10 +126,7 @@ func TestIdentitiesAcrossPartitions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ps, err := s2.batchProbes(ctx, id, w)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ps := probesOf(t, s2, id, w)
 	probed := 0
 	for _, p := range ps {
 		if p.part < 10 {
@@ -359,10 +357,7 @@ func TestGrownFilters(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ps, err := s.batchProbes(ctx, id, w)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ps := probesOf(t, s, id, w)
 	for _, p := range ps {
 		if p.part == 2 && len(p.keys) > 5 {
 			t.Errorf("%d of 19 fresh identities of partition 3 looked up in partition 2 (growing filter), want about 0.02", len(p.keys))
@@ -421,4 +416,42 @@ func waitFilters(t *testing.T, c *pgx.Conn, n int) {
 			t.Fatalf("%d identity filters stored after 30s, want %d", got, n)
 		}
 	}
+}
+
+// probesOf returns the look-ups Integrate makes for w.
+func probesOf(t *testing.T, s *Store, id int64, w *batchWrite) []probe {
+	t.Helper()
+	fs, err := s.filters(t.Context(), id, w.prevSize/s.parts.size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s.batchProbes(id, w, fs)
+}
+
+// TestPoolOfOneConnection: a Store whose pool has one connection integrates
+// a batch that needs filters it must first read from the database (the
+// batch holds the connection while its look-ups are chosen).
+func TestPoolOfOneConnection(t *testing.T) {
+	s, url := openStore(t)
+	l := newTestLog(t, s, "log")
+	l.integrate(t, s, 250, 20)
+	waitFilters(t, conn(t, url), 2)
+
+	sep := "?"
+	if strings.Contains(url, "?") {
+		sep = "&"
+	}
+	one, err := Open(t.Context(), url+sep+"pool_max_conns=1", testConfig(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer one.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	b, next := l.batch(t, 60, 20)
+	if err := one.Integrate(ctx, l.name, b); err != nil {
+		t.Fatalf("Integrate on a pool of one connection: %v", err)
+	}
+	l.edge, l.count = next, l.count+len(b.Entries)
+	verifyLog(t, one, l)
 }

@@ -66,18 +66,21 @@ func (s *Store) Integrate(ctx context.Context, log string, b *storage.Batch) err
 	if err != nil {
 		return err
 	}
-	var (
-		probes   []probe
-		probeErr error
-		probed   = make(chan struct{})
-	)
+	var probes []probe
+	probed := make(chan struct{})
 	if len(w.data) > 0 {
 		if err := s.addPartitions(ctx, w.size); err != nil {
 			return err
 		}
+		// Reading missing filters takes a connection of the pool: here, not
+		// while this batch holds one, so that a pool of one cannot deadlock.
+		fs, err := s.filters(ctx, id, w.prevSize/s.parts.size)
+		if err != nil {
+			return s.fail(ctx, err, "integrate into %q", log)
+		}
 		go func() {
 			defer close(probed)
-			probes, probeErr = s.batchProbes(ctx, id, w)
+			probes = s.batchProbes(id, w, fs)
 		}()
 	} else {
 		close(probed)
@@ -89,9 +92,9 @@ func (s *Store) Integrate(ctx context.Context, log string, b *storage.Batch) err
 		return s.fail(ctx, err, "integrate into %q", log)
 	}
 	defer c.Release() // destroys the connection if a transaction is still open
-	err = w.run(ctx, c.Conn(), id, func() ([]probe, error) {
+	err = w.run(ctx, c.Conn(), id, func() []probe {
 		<-probed
-		return probes, probeErr
+		return probes
 	})
 	if err == nil {
 		if len(w.data) > 0 {
@@ -137,8 +140,9 @@ type batchWrite struct {
 }
 
 // run executes the transaction; on error the caller rolls back. probes
-// returns the look-ups of identities the partitions' indexes do not see.
-func (w *batchWrite) run(ctx context.Context, c *pgx.Conn, id int64, probes func() ([]probe, error)) error {
+// returns the look-ups of identities the partitions' indexes do not see,
+// chosen meanwhile.
+func (w *batchWrite) run(ctx context.Context, c *pgx.Conn, id int64, probes func() []probe) error {
 	begin := &pgx.Batch{}
 	begin.Queue("BEGIN")
 	begin.Queue(advanceHeadSQL, id, w.prevSize, w.prevRoot, w.size, w.root)
@@ -154,10 +158,7 @@ func (w *batchWrite) run(ctx context.Context, c *pgx.Conn, id int64, probes func
 			return fmt.Errorf("copied %d entries, want %d", n, len(w.data))
 		}
 	}
-	ps, err := probes()
-	if err != nil {
-		return err
-	}
+	ps := probes()
 	end := &pgx.Batch{}
 	queueProbes(end, id, ps)
 	if len(w.levels) > 0 {
@@ -175,7 +176,7 @@ func (w *batchWrite) run(ctx context.Context, c *pgx.Conn, id int64, probes func
 	if err := checkProbes(c.SendBatch(ctx, end), len(ps)); err != nil || len(ps) == 0 {
 		return err
 	}
-	_, err = c.Exec(ctx, "COMMIT")
+	_, err := c.Exec(ctx, "COMMIT")
 	return err
 }
 
