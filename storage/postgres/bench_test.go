@@ -228,7 +228,7 @@ func BenchmarkFullProbes(b *testing.B) {
 	}
 	probed := 0
 	for b.Loop() {
-		for _, p := range fullProbes(fs, keys) {
+		for _, p := range fullProbes(fs, keys, bloomHashes(keys)) {
 			probed += len(p.keys)
 		}
 	}

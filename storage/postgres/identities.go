@@ -122,16 +122,14 @@ func (s *Store) addPartitions(ctx context.Context, end int64) error {
 	return nil
 }
 
-// grow feeds the identities of a committed batch to the log's growing
-// filter, which must have seen every entry of its partition before the
-// batch; a batch that starts a partition starts a filter. A filter that is
-// complete becomes its partition's, and is stored in the background.
+// grow feeds the identities of a committed batch, whose look-ups were
+// chosen (batchProbes hashed its identities), to the log's growing filter,
+// which must have seen every entry of its partition before the batch; a
+// batch that starts a partition starts a filter. A filter that is complete
+// becomes its partition's, and is stored in the background.
 func (s *Store) grow(id int64, w *batchWrite) {
 	p := s.parts
-	hashes := make([]uint64, len(w.identities))
-	for i, k := range w.identities {
-		hashes[i] = bloom.Hash(k)
-	}
+	hashes := w.keyHashes
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.fed++
@@ -201,16 +199,22 @@ func probeSQL(part int64) string {
 	return fmt.Sprintf(`SELECT identity, idx FROM entries_p%d WHERE log_id = $1 AND identity = ANY($2::bytea[])`, part)
 }
 
-// fullProbes returns the probes that find which of keys the log's first
-// full partitions hold, given their filters (Store.filters; nil if not
-// built): one per partition whose filter may hold any of them.
-func fullProbes(filters [][]byte, keys [][]byte) []probe {
+// bloomHashes returns the filter hashes of keys.
+func bloomHashes(keys [][]byte) []uint64 {
+	hs := make([]uint64, len(keys))
+	for i, k := range keys {
+		hs[i] = bloom.Hash(k)
+	}
+	return hs
+}
+
+// fullProbes returns the probes that find which of keys (whose bloomHashes
+// are hashes) the log's first full partitions hold, given their filters
+// (Store.filters; nil if not built): one per partition whose filter may hold
+// any of them.
+func fullProbes(filters [][]byte, keys [][]byte, hashes []uint64) []probe {
 	if len(filters) == 0 || len(keys) == 0 {
 		return nil
-	}
-	hashes := make([]uint64, len(keys))
-	for i, k := range keys {
-		hashes[i] = bloom.Hash(k)
 	}
 	var ps []probe
 	for k, f := range filters {
@@ -371,22 +375,24 @@ func (s *Store) saveFilter(ctx context.Context, id, k int64, f []byte) error {
 // the rest): in the full partitions below it, whose filters are fs
 // (Store.filters of the partitions below w.prevSize/size), and, for the
 // entries that go to later partitions, in the entries of the first one.
+// It sets w.keyHashes.
 func (s *Store) batchProbes(id int64, w *batchWrite, fs [][]byte) []probe {
 	n := s.parts.size
 	first := w.prevSize / n
-	ps := fullProbes(fs, w.identities)
+	w.keyHashes = bloomHashes(w.identities)
+	ps := fullProbes(fs, w.identities, w.keyHashes)
 	if in := (first+1)*n - w.prevSize; w.prevSize > first*n && in < int64(len(w.identities)) {
-		if keys := s.parts.mayHold(id, first, w.prevSize, w.identities[in:]); len(keys) > 0 {
+		if keys := s.parts.mayHold(id, first, w.prevSize, w.identities[in:], w.keyHashes[in:]); len(keys) > 0 {
 			ps = append(ps, probe{part: first, keys: keys})
 		}
 	}
 	return ps
 }
 
-// mayHold returns those of keys that the log's entries of partition part
-// below index end may hold: all of them, unless the partition's growing
-// filter has seen exactly those entries.
-func (p *partitions) mayHold(id, part, end int64, keys [][]byte) [][]byte {
+// mayHold returns those of keys (whose bloomHashes are hashes) that the
+// log's entries of partition part below index end may hold: all of them,
+// unless the partition's growing filter has seen exactly those entries.
+func (p *partitions) mayHold(id, part, end int64, keys [][]byte, hashes []uint64) [][]byte {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	g := p.growing[id]
@@ -394,8 +400,8 @@ func (p *partitions) mayHold(id, part, end int64, keys [][]byte) [][]byte {
 		return keys
 	}
 	var may [][]byte
-	for _, k := range keys {
-		if bloom.MayContain(g.filter, bloom.Hash(k)) {
+	for i, k := range keys {
+		if bloom.MayContain(g.filter, hashes[i]) {
 			may = append(may, k)
 		}
 	}
@@ -445,9 +451,10 @@ func (s *Store) LookupIdentities(ctx context.Context, log string, ids []storage.
 	if err != nil {
 		return nil, s.fail(ctx, err, "look up identities in %q", log)
 	}
-	ps := fullProbes(fs, keys)
+	hashes := bloomHashes(keys)
+	ps := fullProbes(fs, keys, hashes)
 	if size > full*s.parts.size {
-		if keys := s.parts.mayHold(id, full, size, keys); len(keys) > 0 {
+		if keys := s.parts.mayHold(id, full, size, keys, hashes); len(keys) > 0 {
 			ps = append(ps, probe{part: full, keys: keys})
 		}
 	}

@@ -137,6 +137,8 @@ type batchWrite struct {
 	levels []int16
 	idxs   []int64
 	hashes [][]byte
+
+	keyHashes []uint64 // bloom.Hash of each identity, set by batchProbes
 }
 
 // run executes the transaction; on error the caller rolls back. probes
