@@ -190,10 +190,14 @@ func TestConcurrentAddCheckpoint(t *testing.T) {
 }
 
 // racyState is a broken State that checks and writes in two steps. The race
-// test must catch it, or it proves nothing.
+// test must catch it, or it proves nothing. So that the test does not depend
+// on the scheduler, the first update to pass its check holds its write until
+// a second one has passed its check too: both saw the same stored state.
 type racyState struct {
-	mu sync.Mutex
-	m  map[string]Record
+	mu     sync.Mutex
+	m      map[string]Record
+	passed int
+	both   chan struct{} // closed once two updates have passed their check
 }
 
 func (s *racyState) Get(ctx context.Context, origin string) (Record, error) {
@@ -212,7 +216,16 @@ func (s *racyState) Update(ctx context.Context, origin string, fn func(Record, b
 	if err != nil {
 		return err
 	}
-	time.Sleep(5 * time.Millisecond) // between check and write
+	s.mu.Lock()
+	if s.passed++; s.passed == 2 {
+		close(s.both)
+	}
+	s.mu.Unlock()
+	select { // between check and write
+	case <-s.both:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 	s.mu.Lock()
 	s.m[origin] = next
 	s.mu.Unlock()
@@ -222,7 +235,7 @@ func (s *racyState) Update(ctx context.Context, origin string, fn func(Record, b
 func (s *racyState) Close() error { return nil }
 
 func TestRaceTestCatchesRollback(t *testing.T) {
-	state := &racyState{m: map[string]Record{}}
+	state := &racyState{m: map[string]Record{}, both: make(chan struct{})}
 	l := newFakeLog(t, "example.com/raced")
 	const sizes = 20
 	l.grow(sizes, "leaf")
