@@ -7,7 +7,11 @@
 // checkpoint and stores everything in ONE storage transaction that
 // compare-and-swaps the tree head. Callers are answered only after that
 // transaction commits, each with its index, leaf hash and the signed
-// checkpoint that contains it. While one batch commits the next one fills.
+// checkpoint that contains it. While one batch commits, the next one fills
+// and is prepared (and its checkpoint signed) on top of it; that one is
+// stored only after the first has committed, and is prepared again on what
+// storage holds if the first did not commit as prepared, so a checkpoint
+// signed over a batch that was not stored is dropped unseen.
 //
 // Errors come in two kinds. A batch error (storage unavailable, say) fails
 // the callers of that batch with an error wrapping ErrUnavailable; the
@@ -25,6 +29,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -246,7 +251,7 @@ func (s *Sequencer) loadOnce(ctx context.Context) error {
 		if s.edge.Size() > edge.Size() {
 			return fmt.Errorf("%w: stored tree head went back from %d to %d", ErrFatal, s.edge.Size(), edge.Size())
 		}
-		if err := s.checkConsistency(ctx, edge, nil); err != nil {
+		if err := s.checkConsistency(ctx, s.edge, edge, nil); err != nil {
 			return err
 		}
 	}
@@ -400,24 +405,138 @@ func (s *Sequencer) signal() {
 // is done it stops accepting entries, integrates everything already pooled,
 // answers its callers and returns nil. After a fatal error it answers every
 // pooled caller with that error and returns it.
+//
+// At most one batch's storage transaction runs at a time (a flight). While
+// it runs, Run prepares the next batch on the flight's tree, then waits for
+// the flight to land before it stores that batch.
 func (s *Sequencer) Run(ctx context.Context) error {
 	// Storage calls outlive ctx so that the final flush can commit.
 	sctx := context.WithoutCancel(ctx)
+	var fl *flight
 	for {
-		batch := s.nextBatch(ctx)
-		if batch == nil {
+		var landed <-chan struct{}
+		if fl != nil {
+			landed = fl.done
+		}
+		batch, land := s.nextBatch(ctx, landed)
+		if fl != nil && (land || batch == nil || !s.mayOverlap()) {
+			if err := s.land(sctx, fl); err != nil {
+				return s.fail(batch, err)
+			}
+			fl = nil
+		}
+		switch {
+		case batch == nil && land:
+			continue
+		case batch == nil:
 			return nil
+		case fl == nil:
+			var err error
+			if fl, err = s.launch(sctx, batch); err != nil {
+				return s.fail(nil, err)
+			}
+			continue
 		}
-		if err := s.integrate(sctx, batch); err != nil {
-			s.stop(err)
-			return err
+		// Prepare this batch on the flight's tree while it commits.
+		base := fl.b.edge
+		b, err := s.prepare(sctx, base, fl.b.Tiles, batch, false)
+		if lerr := s.land(sctx, fl); lerr != nil {
+			return s.fail(batch, lerr)
 		}
+		fl = nil
+		if err != nil || s.edge != base {
+			// The flight was not stored as prepared (or this prepare
+			// failed): prepare the batch again on what storage holds.
+			s.log.Debug("preparing a batch again after the one before it landed otherwise", "size", s.edge.Size(), "err", err)
+			b = nil
+		}
+		if b == nil {
+			if fl, err = s.launch(sctx, batch); err != nil {
+				return s.fail(nil, err)
+			}
+			continue
+		}
+		fl = s.fly(sctx, batch, b, false)
 	}
 }
 
+// mayOverlap reports whether the next batch may be prepared before the
+// flight lands: not when the head must be re-read first, nor while batches
+// look their identities up. A batch prepared during a flight is never
+// looked up: the look-up would miss the flight's identities, and a batch
+// repeating one of them would be refused as if storage were inconsistent.
+// Without a look-up, storage refuses such a batch as a duplicate, and
+// settle prepares it again with one after the flight landed.
+func (s *Sequencer) mayOverlap() bool { return !s.resync && s.lookups == 0 }
+
+// fail stops the sequencer after the fatal error err, which also fails
+// batch, a batch taken from the pool but not integrated (if not nil).
+func (s *Sequencer) fail(batch []*request, err error) error {
+	if batch != nil {
+		s.finish(batch, err)
+	}
+	s.stop(err)
+	return err
+}
+
+// flight is a prepared batch whose storage transaction runs.
+type flight struct {
+	batch  []*request
+	b      *prepared
+	lookup bool // b was prepared with its identities looked up
+	start  time.Time
+	err    error         // Integrate's, once done is closed
+	done   chan struct{} // closed when Integrate has returned
+}
+
+// fly starts the transaction of b, prepared from batch.
+func (s *Sequencer) fly(ctx context.Context, batch []*request, b *prepared, lookup bool) *flight {
+	fl := &flight{batch: batch, b: b, lookup: lookup, start: s.cfg.Now(), done: make(chan struct{})}
+	go func() {
+		defer close(fl.done)
+		fl.err = s.cfg.Store.Integrate(ctx, s.cfg.Log, &b.Batch)
+	}()
+	return fl
+}
+
+// launch prepares batch on the stored tree (re-reading the head first if
+// needed) and starts its transaction. It returns a nil flight if the batch
+// failed before that (its callers are answered), and an error only if it
+// is fatal.
+func (s *Sequencer) launch(ctx context.Context, batch []*request) (*flight, error) {
+	if s.resync {
+		if err := s.load(ctx); err != nil {
+			if errors.Is(err, ErrFatal) {
+				s.finish(batch, err)
+				return nil, err
+			}
+			s.finish(batch, fmt.Errorf("%w: %w", ErrUnavailable, err))
+			return nil, nil
+		}
+		s.resync = false
+	}
+	lookup := s.lookups > 0
+	if lookup {
+		s.lookups--
+	}
+	b, err := s.prepare(ctx, s.edge, nil, batch, lookup)
+	if err != nil {
+		return nil, s.settle(ctx, batch, nil, lookup, fmt.Errorf("%w: %w", errPrepare, err), s.cfg.Now())
+	}
+	return s.fly(ctx, batch, b, lookup), nil
+}
+
+// land waits for the flight's transaction and settles its batch. It
+// returns only fatal errors.
+func (s *Sequencer) land(ctx context.Context, fl *flight) error {
+	<-fl.done
+	return s.settle(ctx, fl.batch, fl.b, fl.lookup, fl.err, fl.start)
+}
+
 // nextBatch waits for a batch to be due and takes it from the pool. It
-// returns nil when ctx is done and the pool is empty.
-func (s *Sequencer) nextBatch(ctx context.Context) []*request {
+// returns a nil batch when ctx is done and the pool is empty, and a nil
+// batch and land true as soon as landed is closed.
+func (s *Sequencer) nextBatch(ctx context.Context, landed <-chan struct{}) (batch []*request, land bool) {
 	var timer *time.Timer
 	defer func() {
 		if timer != nil {
@@ -434,7 +553,7 @@ func (s *Sequencer) nextBatch(ctx context.Context) []*request {
 			if s.closed || s.pooled >= s.cfg.MaxBatchSize || age >= s.cfg.MaxBatchAge {
 				batch := s.take()
 				s.mu.Unlock()
-				return batch
+				return batch, false
 			}
 			if timer == nil {
 				timer = time.NewTimer(s.cfg.MaxBatchAge - age)
@@ -443,7 +562,7 @@ func (s *Sequencer) nextBatch(ctx context.Context) []*request {
 			}
 		} else if s.closed {
 			s.mu.Unlock()
-			return nil
+			return nil, false
 		}
 		s.mu.Unlock()
 		var tc <-chan time.Time
@@ -454,6 +573,8 @@ func (s *Sequencer) nextBatch(ctx context.Context) []*request {
 		case <-s.wake:
 		case <-tc:
 		case <-ctx.Done():
+		case <-landed:
+			return nil, true
 		}
 	}
 }
@@ -506,34 +627,19 @@ func (s *Sequencer) finish(batch []*request, err error) {
 // integrated, after a start or a batch that held an identity already stored.
 const lookupWindow = 64
 
-// integrate commits one batch. It returns only fatal errors; batch errors
-// are given to the batch's callers.
+// settle answers the callers of batch, whose transaction (of b) returned
+// err (or whose preparation failed: err wraps errPrepare), and moves the
+// sequencer on to the stored tree. It returns only fatal errors; batch
+// errors are given to the batch's callers.
 //
 // Most batches hold only new entries, and storage refuses an identity it
 // already has (storage.ErrDuplicate) as it inserts it. So a batch is
 // integrated without looking its identities up first, which saves a
 // storage lookup per entry; when storage refuses it, nothing was stored,
-// and the batch is prepared again with the lookup, as are the next
-// lookupWindow batches (a client retrying tends to send more). The
-// checkpoint signed for the refused attempt is dropped unseen.
-func (s *Sequencer) integrate(ctx context.Context, batch []*request) error {
-	if s.resync {
-		if err := s.load(ctx); err != nil {
-			if errors.Is(err, ErrFatal) {
-				s.finish(batch, err)
-				return err
-			}
-			s.finish(batch, fmt.Errorf("%w: %w", ErrUnavailable, err))
-			return nil
-		}
-		s.resync = false
-	}
-	start := s.cfg.Now()
-	lookup := s.lookups > 0
-	if lookup {
-		s.lookups--
-	}
-	b, err := s.attempt(ctx, batch, lookup)
+// and the batch is prepared again with the lookup and integrated here, as
+// are the next lookupWindow batches (a client retrying tends to send more).
+// The checkpoint signed for the refused attempt is dropped unseen.
+func (s *Sequencer) settle(ctx context.Context, batch []*request, b *prepared, lookup bool, err error, start time.Time) error {
 	if errors.Is(err, storage.ErrDuplicate) && !lookup {
 		s.log.Debug("batch holds an entry already stored; looking identities up", "size", s.edge.Size(), "err", err)
 		s.lookups = lookupWindow
@@ -598,21 +704,23 @@ type prepared struct {
 // errPrepare marks the errors of prepare.
 var errPrepare = errors.New("preparing batch")
 
-// attempt prepares the batch and integrates it. Errors of prepare wrap
-// errPrepare.
+// attempt prepares the batch on the stored tree and integrates it. Errors
+// of prepare wrap errPrepare.
 func (s *Sequencer) attempt(ctx context.Context, batch []*request, lookup bool) (*prepared, error) {
-	b, err := s.prepare(ctx, batch, lookup)
+	b, err := s.prepare(ctx, s.edge, nil, batch, lookup)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errPrepare, err)
 	}
 	return b, s.cfg.Store.Integrate(ctx, s.cfg.Log, &b.Batch)
 }
 
-// prepare de-duplicates the batch, assigns indices, extends the tree, checks
-// consistency with the last checkpoint and signs the new one. It fills in
-// each request's results but for the checkpoint. Without lookup it assumes
-// that no identity of the batch is stored yet.
-func (s *Sequencer) prepare(ctx context.Context, batch []*request, lookup bool) (*prepared, error) {
+// prepare de-duplicates the batch, assigns indices, extends the tree base,
+// checks consistency with it and signs the new checkpoint. base is the
+// stored tree, or the tree of a batch whose transaction runs, whose tiles
+// baseTiles are then not stored yet. It fills in each request's results but
+// for the checkpoint. Without lookup it assumes that no identity of the
+// batch is stored yet.
+func (s *Sequencer) prepare(ctx context.Context, base *tree.Edge, baseTiles []tree.TileData, batch []*request, lookup bool) (*prepared, error) {
 	var ids []tree.Hash
 	seen := make(map[tree.Hash]int) // identity -> position in entries, or -1 if stored
 	for _, r := range batch {
@@ -630,7 +738,7 @@ func (s *Sequencer) prepare(ctx context.Context, batch []*request, lookup bool) 
 			return nil, fmt.Errorf("looking up identities: %w", err)
 		}
 	}
-	size := s.edge.Size()
+	size := base.Size()
 	var entries []storage.Entry
 	var leaves []tree.Hash
 	var keyedDups []*Result // duplicates whose stored leaf hash may differ
@@ -666,12 +774,12 @@ func (s *Sequencer) prepare(ctx context.Context, batch []*request, lookup bool) 
 		res.LeafHash = es[0].LeafHash
 	}
 
-	next, tiles, err := s.edge.Append(leaves)
+	next, tiles, err := base.Append(leaves)
 	if err != nil {
 		return nil, fmt.Errorf("%w: extending the tree: %w", ErrFatal, err)
 	}
 	if len(entries) > 0 {
-		if err := s.checkConsistency(ctx, next, tiles); err != nil {
+		if err := s.checkConsistency(ctx, base, next, slices.Concat(baseTiles, tiles)); err != nil {
 			return nil, err
 		}
 	}
@@ -682,7 +790,7 @@ func (s *Sequencer) prepare(ctx context.Context, batch []*request, lookup bool) 
 	}
 	return &prepared{
 		Batch: storage.Batch{
-			Prev:       storage.TreeHead{Size: s.edge.Size(), Root: s.edge.Root()},
+			Prev:       storage.TreeHead{Size: base.Size(), Root: base.Root()},
 			Entries:    entries,
 			Tiles:      tiles,
 			Checkpoint: storage.Checkpoint{TreeHead: storage.TreeHead{Size: next.Size(), Root: next.Root()}, Note: signed},
@@ -691,11 +799,10 @@ func (s *Sequencer) prepare(ctx context.Context, batch []*request, lookup bool) 
 	}, nil
 }
 
-// checkConsistency proves, from the stored tiles and the batch's new tiles,
-// that the new tree extends the last signed one. It guards against a bug or
-// a corrupted tile ever making the log sign a fork.
-func (s *Sequencer) checkConsistency(ctx context.Context, next *tree.Edge, tiles []tree.TileData) error {
-	old := s.edge
+// checkConsistency proves, from the stored tiles and tiles not stored yet,
+// that the new tree next extends the signed tree old. It guards against a
+// bug or a corrupted tile ever making the log sign a fork.
+func (s *Sequencer) checkConsistency(ctx context.Context, old, next *tree.Edge, tiles []tree.TileData) error {
 	if old.Size() == 0 {
 		return nil
 	}
