@@ -86,6 +86,19 @@ func addAsync(s *Sequencer, data ...string) <-chan added {
 	return c
 }
 
+// succeeded checks an answer's error against want (nil: success) and
+// reports whether it is a success, whose results are then to be checked.
+func succeeded(t *testing.T, what string, r added, want error) bool {
+	t.Helper()
+	switch {
+	case want != nil && !errors.Is(r.err, want):
+		t.Fatalf("%s: %v, want %v", what, r.err, want)
+	case want == nil && r.err != nil:
+		t.Fatalf("%s: %v", what, r.err)
+	}
+	return want == nil
+}
+
 func await[T any](t *testing.T, c <-chan T, what string) T {
 	t.Helper()
 	select {
@@ -128,20 +141,7 @@ func TestOverlap(t *testing.T) {
 				cfg := l.config(t)
 				cs := &countingSigner{Signer: l.signer}
 				cfg.Signer = cs
-				s, err := New(context.Background(), cfg)
-				if err != nil {
-					t.Fatal(err)
-				}
-				ctx, cancel := context.WithCancel(context.Background())
-				ran := make(chan error, 1)
-				go func() { ran <- s.Run(ctx) }()
-				defer func() {
-					cancel()
-					err := await(t, ran, "Run")
-					if (tc.bErr != nil) != (err != nil) {
-						t.Errorf("Run: %v", err)
-					}
-				}()
+				s := startFailing(t, cfg, tc.bErr != nil)
 				// A sequencer looks the identities of its first batches
 				// up, and does not overlap them: append those one by one.
 				for i := range lookupWindow {
@@ -165,15 +165,7 @@ func TestOverlap(t *testing.T) {
 				}
 				close(hold)
 
-				ra := await(t, a, "A")
-				switch {
-				case tc.aErr != nil:
-					if !errors.Is(ra.err, tc.aErr) {
-						t.Fatalf("A: %v, want %v", ra.err, tc.aErr)
-					}
-				case ra.err != nil:
-					t.Fatalf("A: %v", ra.err)
-				default:
+				if ra := await(t, a, "A"); succeeded(t, "A", ra, tc.aErr) {
 					for i, r := range ra.res {
 						if r.Index != tc.aIndex[i] || r.Duplicate != (tc.a[i] == "warm 0") {
 							t.Errorf("A's entry %d: index %d, duplicate %v; want %d", i, r.Index, r.Duplicate, tc.aIndex[i])
@@ -181,15 +173,7 @@ func TestOverlap(t *testing.T) {
 						l.checkResult(t, r, []byte(tc.a[i]))
 					}
 				}
-				rb := await(t, b, "B")
-				switch {
-				case tc.bErr != nil:
-					if !errors.Is(rb.err, tc.bErr) {
-						t.Fatalf("B: %v, want %v", rb.err, tc.bErr)
-					}
-				case rb.err != nil:
-					t.Fatalf("B: %v", rb.err)
-				default:
+				if rb := await(t, b, "B"); succeeded(t, "B", rb, tc.bErr) {
 					for i, r := range rb.res {
 						if want := tc.bFirst + uint64(i); r.Index != want || r.Duplicate {
 							t.Errorf("B's entry %d: index %d, duplicate %v; want %d", i, r.Index, r.Duplicate, want)

@@ -430,34 +430,41 @@ func (s *Sequencer) Run(ctx context.Context) error {
 			continue
 		case batch == nil:
 			return nil
-		case fl == nil:
+		}
+		var b *prepared
+		if fl != nil {
 			var err error
-			if fl, err = s.launch(sctx, batch); err != nil {
-				return s.fail(nil, err)
+			if b, err = s.overlap(sctx, fl, batch); err != nil {
+				return s.fail(batch, err)
 			}
+			fl = nil
+		}
+		if b != nil {
+			fl = s.fly(sctx, batch, b, false)
 			continue
 		}
-		// Prepare this batch on the flight's tree while it commits.
-		base := fl.b.edge
-		b, err := s.prepare(sctx, base, fl.b.Tiles, batch, false)
-		if lerr := s.land(sctx, fl); lerr != nil {
-			return s.fail(batch, lerr)
+		var err error
+		if fl, err = s.launch(sctx, batch); err != nil {
+			return s.fail(nil, err)
 		}
-		fl = nil
-		if err != nil || s.edge != base {
-			// The flight was not stored as prepared (or this prepare
-			// failed): prepare the batch again on what storage holds.
-			s.log.Debug("preparing a batch again after the one before it landed otherwise", "size", s.edge.Size(), "err", err)
-			b = nil
-		}
-		if b == nil {
-			if fl, err = s.launch(sctx, batch); err != nil {
-				return s.fail(nil, err)
-			}
-			continue
-		}
-		fl = s.fly(sctx, batch, b, false)
 	}
+}
+
+// overlap prepares batch on the flight's tree while the flight commits, then
+// lands the flight. It returns the prepared batch if the flight was stored
+// as prepared, else nil: batch is then to be prepared again on what storage
+// holds. It returns only fatal errors, the flight's.
+func (s *Sequencer) overlap(ctx context.Context, fl *flight, batch []*request) (*prepared, error) {
+	base := fl.b.edge
+	b, err := s.prepare(ctx, base, fl.b.Tiles, batch, false)
+	if lerr := s.land(ctx, fl); lerr != nil {
+		return nil, lerr
+	}
+	if err != nil || s.edge != base {
+		s.log.Debug("preparing a batch again after the one before it landed otherwise", "size", s.edge.Size(), "err", err)
+		return nil, nil
+	}
+	return b, nil
 }
 
 // mayOverlap reports whether the next batch may be prepared before the

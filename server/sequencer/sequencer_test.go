@@ -90,8 +90,13 @@ func (l *testLog) config(t testing.TB) Config {
 	}
 }
 
-// start runs a sequencer until the test ends, and checks Run's result.
-func start(t testing.TB, cfg Config) *Sequencer {
+// start runs a sequencer until the test ends, and checks that Run returns
+// nil.
+func start(t testing.TB, cfg Config) *Sequencer { return startFailing(t, cfg, false) }
+
+// startFailing runs a sequencer until the test ends, and checks that Run
+// returns an error if and only if fatal.
+func startFailing(t testing.TB, cfg Config, fatal bool) *Sequencer {
 	t.Helper()
 	s, err := New(context.Background(), cfg)
 	if err != nil {
@@ -102,8 +107,13 @@ func start(t testing.TB, cfg Config) *Sequencer {
 	go func() { done <- s.Run(ctx) }()
 	t.Cleanup(func() {
 		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
+		select {
+		case err := <-done:
+			if (err != nil) != fatal {
+				t.Errorf("Run: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Error("Run did not return")
 		}
 	})
 	return s
