@@ -38,6 +38,7 @@ import (
 	"math"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 	"time"
 )
@@ -134,7 +135,19 @@ func (c config) writes() bool {
 	return c.mode == "grpc" || c.mode == "grpc-single" || c.mode == "http-add"
 }
 
+// tuneGC makes the garbage collector run a quarter as often as by default,
+// unless GOGC is set: a load generator should leave the machine to the
+// server it measures. Its live heap is small (the requests in flight), so
+// this costs a few MiB and saves a tenth of its CPU (grpc-single with 1,024
+// callers: 0.97 -> 0.87 cores).
+func tuneGC() {
+	if _, ok := os.LookupEnv("GOGC"); !ok {
+		debug.SetGCPercent(400)
+	}
+}
+
 func run() error {
+	tuneGC()
 	cfg, err := parseFlags(os.Args[1:])
 	if errors.Is(err, flag.ErrHelp) {
 		return nil
