@@ -54,8 +54,13 @@ import (
 )
 
 // formatVersion is the store format this binary writes. Open refuses a file
-// with a newer one (storage.ErrSchemaTooNew).
-const formatVersion = 1
+// with a newer one (storage.ErrSchemaTooNew), and marks an older one as of
+// this format, so that an older binary refuses it in turn.
+//
+//  1. The first format.
+//  2. An index may have a merge in progress (see merger), whose output run
+//     format 1 binaries would mistake for a free run ID.
+const formatVersion = 2
 
 // Config tunes Open. The zero value is the recommended configuration.
 type Config struct {
@@ -110,6 +115,8 @@ type Store struct {
 	db   *bolt.DB
 	path string
 	log  *slog.Logger
+
+	merges mergeFilters // of the indexes' merges in progress
 
 	closeOnce sync.Once
 	closeErr  error
@@ -186,13 +193,19 @@ func (s *Store) initFormat() (uint64, error) {
 		version, err = readFormat(tx)
 		return err
 	})
-	if err != nil || version != 0 {
+	if err != nil || version == formatVersion {
 		return version, err
 	}
 	err = s.db.Update(func(tx *bolt.Tx) error {
 		var err error
-		if version, err = readFormat(tx); err != nil || version != 0 {
+		switch version, err = readFormat(tx); {
+		case err != nil || version == formatVersion:
 			return err
+		case version != 0:
+			// Format 1 is format 2 without merges in progress.
+			s.log.Info("upgrading embedded store format", slog.Uint64("from", version), slog.Uint64("to", formatVersion))
+			version = formatVersion
+			return tx.Bucket(bucketMeta).Put(keyFormat, u64(formatVersion))
 		}
 		meta, err := tx.CreateBucket(bucketMeta)
 		if err != nil {

@@ -741,6 +741,30 @@ func TestNewerFormatRefused(t *testing.T) {
 	verifyLog(t, openTest(t, path), "log")
 }
 
+// TestOlderFormatUpgraded opens a format 1 file: it is read as it was, and
+// marked as of the current format, which format 1 binaries refuse.
+func TestOlderFormatUpgraded(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tlog.db")
+	s := openTest(t, path)
+	newTestLog(t, s, "log").integrate(100, false)
+	s.Close()
+	setFormat(t, path, 1)
+	s = openTest(t, path)
+	verifyLog(t, s, "log")
+	s.Close()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket([]byte("meta")).Get([]byte("format")); binary.BigEndian.Uint64(v) != formatVersion || formatVersion < 2 {
+			t.Errorf("format after opening a format 1 file: %x, want %d (at least 2)", v, formatVersion)
+		}
+		return nil
+	})
+}
+
 func setFormat(t *testing.T, path string, version uint64) {
 	t.Helper()
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})

@@ -4,7 +4,11 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
 	"sort"
+	"sync"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -20,14 +24,16 @@ import (
 //	<index>/runs/<run ID>    bucket: last key of a block → block of up to
 //	                         blockRecords sorted records key(32) | index(8)
 //	<index>/filters/<run ID> count(8) | flags(1) | Bloom filter of the run's keys
+//	<index>/merge            the merge in progress, if any (see merger)
 //
 // Integrate writes the batch's keys, sorted, as a new run: a few
 // page-sized blocks appended in order. Runs of similar size (a tier) are
 // merged once there are runFanIn of them, so each key is rewritten a few
 // times, sequentially. Runs of frozenRunKeys keys or more are never merged
 // again, and neither are runs whose merge would write more than
-// maxMergeKeys keys (they are marked frozen instead): that bounds the work
-// of one Integrate (the largest merge takes about half a second). A lookup
+// maxMergeKeys keys (they are marked frozen instead). A merge larger than
+// one Integrate's budget is done a step at a time (see merger), so that no
+// append waits for a whole large merge. A lookup
 // probes the Bloom filter of every run (read in place from the file, one
 // cache line each) and searches only the runs that may hold the key: one
 // B+tree descent to the block, then a binary search in it. Frozen runs
@@ -37,8 +43,14 @@ import (
 // All of this happens inside the caller's transaction, so readers see the
 // runs of one committed state, and a failed Integrate leaves no trace.
 type hashIndex struct {
+	bucket  *bolt.Bucket
 	runs    *bolt.Bucket
 	filters *bolt.Bucket
+
+	// memo keeps the filter of the merge in progress between
+	// transactions, under memoKey; nil: built again by its last step.
+	memo    *mergeFilters
+	memoKey string
 
 	loaded bool
 	list   []indexRun
@@ -73,11 +85,18 @@ var (
 	frozenRunKeys uint64 = 1 << 21
 	// maxMergeKeys bounds the keys one merge writes (about 40 bytes each).
 	maxMergeKeys = 2 * frozenRunKeys
+	// An insert of n keys does merge work of up to mergeStepPerKey*n keys,
+	// and at least minMergeStep: enough to keep up, since each key is
+	// merged once per tier (four or five times), and small enough that a
+	// step takes a few ms per thousand keys inserted.
+	mergeStepPerKey uint64 = 8
+	minMergeStep    uint64 = 4096
 )
 
 var (
 	bucketRuns    = []byte("runs")
 	bucketFilters = []byte("filters")
+	keyMerge      = []byte("merge")
 )
 
 func createIndex(parent *bolt.Bucket, name []byte) error {
@@ -96,7 +115,7 @@ func openIndex(b *bolt.Bucket) *hashIndex {
 	if b == nil {
 		return nil
 	}
-	ix := &hashIndex{runs: b.Bucket(bucketRuns), filters: b.Bucket(bucketFilters)}
+	ix := &hashIndex{bucket: b, runs: b.Bucket(bucketRuns), filters: b.Bucket(bucketFilters)}
 	if ix.runs == nil || ix.filters == nil {
 		return nil
 	}
@@ -198,7 +217,7 @@ func (ix *hashIndex) insert(entries []indexEntry) error {
 	if err := w.close(); err != nil {
 		return err
 	}
-	return ix.compact()
+	return ix.compact(max(minMergeStep, mergeStepPerKey*uint64(len(entries))))
 }
 
 // runWriter writes a new run, taking its records in key order.
@@ -212,9 +231,12 @@ type runWriter struct {
 
 // newRun starts a run of at most maxKeys keys (the Bloom filter's size).
 func (ix *hashIndex) newRun(maxKeys uint64) (*runWriter, error) {
+	// A merge in progress has a run bucket but no filter yet.
 	id := uint64(1)
-	if k, _ := ix.filters.Cursor().Last(); k != nil {
-		id = binary.BigEndian.Uint64(k) + 1
+	for _, b := range []*bolt.Bucket{ix.filters, ix.runs} {
+		if k, _ := b.Cursor().Last(); len(k) == 8 {
+			id = max(id, binary.BigEndian.Uint64(k)+1)
+		}
 	}
 	b, err := ix.runs.CreateBucket(u64(id))
 	if err != nil {
@@ -235,7 +257,9 @@ func (w *runWriter) add(key, value []byte) error {
 	}
 	w.block = append(append(w.block, key...), value...)
 	w.last = w.block[len(w.block)-recordSize : len(w.block)-8]
-	bloom.Add(w.filter, bloom.Hash(key))
+	if w.filter != nil {
+		bloom.Add(w.filter, bloom.Hash(key))
+	}
 	w.run.count++
 	if len(w.block) == cap(w.block) {
 		return w.flush()
@@ -286,48 +310,374 @@ func runTier(count uint64) int {
 }
 
 // compact merges the runs of a tier that has runFanIn of them, until no
-// tier has.
-func (ix *hashIndex) compact() error {
-	for {
-		byTier := map[int][]int{}
-		var full []int
-		for i, r := range ix.list {
-			if r.frozen {
+// tier has, doing at most budget keys of the merge in progress.
+//
+// A full tier is merged at once if its merge fits budget; else it becomes
+// the merge in progress, of which there is one at a time (its tier waits
+// while another runs: such a tier briefly holds more runs than runFanIn).
+// Whole merges come before the step so that no bucket is deleted under the
+// step's cursors.
+func (ix *hashIndex) compact(budget uint64) error {
+	m, err := ix.mergeInProgress()
+	if err != nil {
+		return err
+	}
+	for changed := true; changed; {
+		changed = false
+		for _, runs := range ix.fullTiers(m) {
+			var total uint64
+			for _, r := range runs {
+				total += r.count
+			}
+			switch {
+			case total > maxMergeKeys:
+				// Too big to merge: these runs stay as they are.
+				err = ix.freeze(runs)
+			case total <= budget:
+				err = ix.merge(runs)
+			case m == nil:
+				m, err = ix.startMerge(runs, total)
+			default:
 				continue
 			}
-			t := runTier(r.count)
-			byTier[t] = append(byTier[t], i)
-			if len(byTier[t]) == runFanIn {
-				full = byTier[t]
-				break
-			}
-		}
-		if full == nil {
-			return nil
-		}
-		var total uint64
-		runs := make([]indexRun, len(full))
-		for j, i := range full {
-			runs[j] = ix.list[i]
-			total += runs[j].count
-		}
-		if total <= maxMergeKeys {
-			if err := ix.merge(runs); err != nil {
-				return err
-			}
-			continue
-		}
-		// Too big to merge in one Integrate: these runs stay as they are.
-		for _, i := range full {
-			r := &ix.list[i]
-			r.frozen = true
-			v, err := r.putFilter(ix, r.filter)
 			if err != nil {
 				return err
 			}
-			r.filter = v[runHeader:]
+			changed = true
+			break // the list of runs changed
 		}
 	}
+	if m == nil {
+		return nil
+	}
+	return m.step(budget)
+}
+
+// fullTiers returns the first runFanIn runs of each tier that has as many,
+// leaving out frozen runs and the inputs of m.
+func (ix *hashIndex) fullTiers(m *merger) [][]indexRun {
+	busy := map[uint64]bool{}
+	if m != nil {
+		for _, r := range m.inputs {
+			busy[r.id] = true
+		}
+	}
+	byTier := map[int][]indexRun{}
+	var full [][]indexRun
+	for _, r := range ix.list {
+		if r.frozen || busy[r.id] {
+			continue
+		}
+		t := runTier(r.count)
+		byTier[t] = append(byTier[t], r)
+		if len(byTier[t]) == runFanIn {
+			full = append(full, byTier[t])
+		}
+	}
+	return full
+}
+
+// freeze marks runs as never to be merged again.
+func (ix *hashIndex) freeze(runs []indexRun) error {
+	for _, run := range runs {
+		i := slices.IndexFunc(ix.list, func(r indexRun) bool { return r.id == run.id })
+		r := &ix.list[i]
+		r.frozen = true
+		v, err := r.putFilter(ix, r.filter)
+		if err != nil {
+			return err
+		}
+		r.filter = v[runHeader:]
+	}
+	return nil
+}
+
+// merge replaces runs by one run holding all their keys, at once.
+func (ix *hashIndex) merge(runs []indexRun) error {
+	var total uint64
+	for _, r := range runs {
+		total += r.count
+	}
+	w, err := ix.newRun(total)
+	if err != nil {
+		return err
+	}
+	m := &merger{ix: ix, inputs: runs, total: total, out: w.run.id, filter: w.filter}
+	_, err = m.copy(w, math.MaxUint64)
+	if err != nil {
+		return err
+	}
+	return m.finish(w)
+}
+
+// A merger merges input runs into a new output run, in key order; a key in
+// several runs (a leaf hash of several keyed entries) keeps its lowest index.
+// A merge too large for one transaction is done in steps, one per insert,
+// and stored beside the runs between them:
+//
+//	<index>/merge  output run ID(8) | keys in the inputs(8) | keys written(8) | nonce(8) | input run IDs(8 each)
+//
+// The output's blocks are written under runs/ as the merge goes, but it
+// gets its filter (and so is seen by lookups) only in the last step, which
+// also deletes the inputs: until then lookups use the inputs. A step ends
+// between two keys; the next one starts after the output's last key. The
+// output's filter is kept in memory between steps (see mergeFilters), under
+// the random nonce of the merge, and built again from the output if it was
+// lost, as after a restart.
+type merger struct {
+	ix      *hashIndex
+	inputs  []indexRun
+	total   uint64 // keys in the inputs: the size of the output's filter
+	out     uint64 // output run ID
+	written uint64 // keys in the output so far
+	nonce   uint64 // names the merge in mergeFilters
+	filter  []byte // the output's filter so far; nil if lost
+}
+
+// startMerge makes runs the merge in progress, whose output is empty.
+func (ix *hashIndex) startMerge(runs []indexRun, total uint64) (*merger, error) {
+	w, err := ix.newRun(total)
+	if err != nil {
+		return nil, err
+	}
+	m := &merger{ix: ix, inputs: runs, total: total, out: w.run.id, nonce: rand.Uint64(), filter: w.filter}
+	return m, m.save()
+}
+
+// mergeInProgress returns the stored merge in progress, or nil.
+func (ix *hashIndex) mergeInProgress() (*merger, error) {
+	v := ix.bucket.Get(keyMerge)
+	if v == nil {
+		return nil, nil
+	}
+	damaged := fmt.Errorf("embedded store is damaged: malformed merge in progress %x", v)
+	if len(v) < 40 || len(v)%8 != 0 {
+		return nil, damaged
+	}
+	m := &merger{
+		ix:      ix,
+		out:     binary.BigEndian.Uint64(v),
+		total:   binary.BigEndian.Uint64(v[8:]),
+		written: binary.BigEndian.Uint64(v[16:]),
+		nonce:   binary.BigEndian.Uint64(v[24:]),
+	}
+	if ix.runs.Bucket(u64(m.out)) == nil || ix.filters.Get(u64(m.out)) != nil {
+		return nil, damaged
+	}
+	var sum uint64
+	for in := v[32:]; len(in) > 0; in = in[8:] {
+		id := binary.BigEndian.Uint64(in)
+		i := slices.IndexFunc(ix.list, func(r indexRun) bool { return r.id == id })
+		if i < 0 || ix.list[i].frozen {
+			return nil, damaged
+		}
+		m.inputs = append(m.inputs, ix.list[i])
+		sum += ix.list[i].count
+	}
+	if sum != m.total || m.written > m.total {
+		return nil, damaged
+	}
+	if ix.memo != nil {
+		m.filter = ix.memo.get(ix.memoKey, m.nonce)
+	}
+	return m, nil
+}
+
+func (m *merger) state() []byte {
+	v := make([]byte, 0, 32+8*len(m.inputs))
+	v = binary.BigEndian.AppendUint64(v, m.out)
+	v = binary.BigEndian.AppendUint64(v, m.total)
+	v = binary.BigEndian.AppendUint64(v, m.written)
+	v = binary.BigEndian.AppendUint64(v, m.nonce)
+	for _, r := range m.inputs {
+		v = binary.BigEndian.AppendUint64(v, r.id)
+	}
+	return v
+}
+
+// save stores the merge's progress.
+func (m *merger) save() error {
+	if m.ix.memo != nil && m.filter != nil {
+		m.ix.memo.put(m.ix.memoKey, m.nonce, m.filter)
+	}
+	return m.ix.bucket.Put(keyMerge, m.state())
+}
+
+// step merges up to budget more keys, and finishes the merge if that was all.
+func (m *merger) step(budget uint64) error {
+	b := m.ix.runs.Bucket(u64(m.out))
+	w := &runWriter{ix: m.ix, run: indexRun{id: m.out, blocks: b, count: m.written}, filter: m.filter}
+	if k, _ := b.Cursor().Last(); k != nil {
+		w.last = k
+	}
+	b.FillPercent = appendFillPercent
+	done, err := m.copy(w, budget)
+	if err != nil {
+		return err
+	}
+	if !done {
+		if err := w.flush(); err != nil {
+			return err
+		}
+		m.written = w.run.count
+		return m.save()
+	}
+	if err := m.finish(w); err != nil {
+		return err
+	}
+	if m.ix.memo != nil {
+		m.ix.memo.drop(m.ix.memoKey)
+	}
+	return m.ix.bucket.Delete(keyMerge)
+}
+
+// copy writes to w the inputs' keys after w's last one, until budget keys
+// of the inputs are read; done reports whether that was all of them.
+func (m *merger) copy(w *runWriter, budget uint64) (done bool, err error) {
+	readers := make([]*runReader, len(m.inputs))
+	for i, r := range m.inputs {
+		if readers[i], err = seekRun(r, w.last); err != nil {
+			return false, err
+		}
+	}
+	for read := uint64(0); read < budget; {
+		var least []byte
+		for _, r := range readers {
+			if r.record != nil && (least == nil || bytes.Compare(r.record[:indexKeySize], least[:indexKeySize]) < 0) {
+				least = r.record
+			}
+		}
+		if least == nil {
+			return true, nil
+		}
+		key, value := least[:indexKeySize], least[indexKeySize:]
+		for _, r := range readers {
+			if r.record != nil && bytes.Equal(r.record[:indexKeySize], key) {
+				if v := r.record[indexKeySize:]; bytes.Compare(v, value) < 0 {
+					value = v
+				}
+				if err := r.next(); err != nil {
+					return false, err
+				}
+				read++
+			}
+		}
+		// add copies key and value before the source runs are deleted.
+		if err := w.add(key, value); err != nil {
+			return false, err
+		}
+	}
+	for _, r := range readers {
+		if r.record != nil {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// seekRun returns a reader of r's records whose keys are after after (all
+// of them if after is nil).
+func seekRun(r indexRun, after []byte) (*runReader, error) {
+	c := r.blocks.Cursor()
+	var block []byte
+	if after == nil {
+		_, block = c.First()
+	} else {
+		// The first block whose last key is >= after.
+		_, block = c.Seek(after)
+	}
+	if len(block)%recordSize != 0 {
+		return nil, fmt.Errorf("embedded store is damaged: malformed index block")
+	}
+	rr := &runReader{c: c, block: block}
+	if block == nil {
+		return rr, nil // nothing after
+	}
+	for {
+		if err := rr.next(); err != nil {
+			return nil, err
+		}
+		if rr.record == nil || after == nil || bytes.Compare(rr.record[:indexKeySize], after) > 0 {
+			return rr, nil
+		}
+	}
+}
+
+// finish completes the output run with its filter, and deletes the inputs.
+// The stored merge in progress, if any, is step's to delete.
+func (m *merger) finish(w *runWriter) error {
+	if w.filter == nil {
+		// Lost between steps: read the output again.
+		if err := w.flush(); err != nil {
+			return err
+		}
+		w.filter = bloom.New(m.total)
+		r, err := seekRun(w.run, nil)
+		if err != nil {
+			return err
+		}
+		for r.record != nil {
+			bloom.Add(w.filter, bloom.Hash(r.record[:indexKeySize]))
+			if err := r.next(); err != nil {
+				return err
+			}
+		}
+	}
+	if err := w.close(); err != nil {
+		return err
+	}
+	drop := map[uint64]bool{}
+	for _, r := range m.inputs {
+		name := u64(r.id)
+		if err := m.ix.runs.DeleteBucket(name); err != nil {
+			return err
+		}
+		if err := m.ix.filters.Delete(name); err != nil {
+			return err
+		}
+		drop[r.id] = true
+	}
+	m.ix.list = slices.DeleteFunc(m.ix.list, func(r indexRun) bool { return drop[r.id] })
+	return nil
+}
+
+// mergeFilters holds, between transactions, the filters of the merges in
+// progress of a store's indexes, by index and merge. A transaction that
+// rolls back may leave keys in a filter that its output does not hold yet:
+// they will be, since the step is done again, and meanwhile they only cost
+// a false positive.
+type mergeFilters struct {
+	mu sync.Mutex
+	m  map[string]mergeFilter
+}
+
+type mergeFilter struct {
+	nonce  uint64
+	filter []byte
+}
+
+func (f *mergeFilters) get(index string, nonce uint64) []byte {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if mf, ok := f.m[index]; ok && mf.nonce == nonce {
+		return mf.filter
+	}
+	return nil
+}
+
+func (f *mergeFilters) put(index string, nonce uint64, filter []byte) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.m == nil {
+		f.m = map[string]mergeFilter{}
+	}
+	f.m[index] = mergeFilter{nonce, filter}
+}
+
+func (f *mergeFilters) drop(index string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.m, index)
 }
 
 // runReader reads a run's records in key order.
@@ -349,76 +699,5 @@ func (r *runReader) next() error {
 		}
 	}
 	r.record, r.block = r.block[:recordSize], r.block[recordSize:]
-	return nil
-}
-
-// merge replaces runs by one run holding all their keys; a key in several
-// runs (a leaf hash of several keyed entries) keeps its lowest index.
-func (ix *hashIndex) merge(runs []indexRun) error {
-	var total uint64
-	readers := make([]*runReader, len(runs))
-	for i, r := range runs {
-		total += r.count
-		c := r.blocks.Cursor()
-		_, block := c.First()
-		readers[i] = &runReader{c: c, block: block}
-		if len(block)%recordSize != 0 {
-			return fmt.Errorf("embedded store is damaged: malformed index block")
-		}
-		if err := readers[i].next(); err != nil {
-			return err
-		}
-	}
-	w, err := ix.newRun(total)
-	if err != nil {
-		return err
-	}
-	for {
-		var least []byte
-		for _, r := range readers {
-			if r.record != nil && (least == nil || bytes.Compare(r.record[:indexKeySize], least[:indexKeySize]) < 0) {
-				least = r.record
-			}
-		}
-		if least == nil {
-			break
-		}
-		key, value := least[:indexKeySize], least[indexKeySize:]
-		for _, r := range readers {
-			if r.record != nil && bytes.Equal(r.record[:indexKeySize], key) {
-				if v := r.record[indexKeySize:]; bytes.Compare(v, value) < 0 {
-					value = v
-				}
-				if err := r.next(); err != nil {
-					return err
-				}
-			}
-		}
-		// add copies key and value before the source runs are deleted.
-		if err := w.add(key, value); err != nil {
-			return err
-		}
-	}
-	if err := w.close(); err != nil {
-		return err
-	}
-	drop := map[uint64]bool{}
-	for _, r := range runs {
-		name := u64(r.id)
-		if err := ix.runs.DeleteBucket(name); err != nil {
-			return err
-		}
-		if err := ix.filters.Delete(name); err != nil {
-			return err
-		}
-		drop[r.id] = true
-	}
-	list := ix.list[:0]
-	for _, r := range ix.list {
-		if !drop[r.id] {
-			list = append(list, r)
-		}
-	}
-	ix.list = list
 	return nil
 }

@@ -39,7 +39,7 @@ func (s *Store) Integrate(ctx context.Context, name string, b *storage.Batch) er
 	}
 	// Everything that does not need the stored state was validated and
 	// encoded above, outside bbolt's single writer lock.
-	return s.db.Update(func(tx *bolt.Tx) error { return p.apply(tx, name) })
+	return s.db.Update(func(tx *bolt.Tx) error { return p.apply(tx, name, &s.merges) })
 }
 
 // prepared is a validated batch with its keys and values encoded.
@@ -163,12 +163,14 @@ func sortedBy(es []storage.Entry, key func(*storage.Entry) *storage.Hash, keep f
 
 // apply writes the prepared batch in tx, after the compare-and-swap on the
 // tree head. Any error rolls the whole transaction back.
-func (p *prepared) apply(tx *bolt.Tx, name string) error {
+func (p *prepared) apply(tx *bolt.Tx, name string, merges *mergeFilters) error {
 	b := p.b
 	lb, err := openLog(tx, name)
 	if err != nil {
 		return err
 	}
+	lb.identities.memo, lb.identities.memoKey = merges, name+"/identities"
+	lb.leaves.memo, lb.leaves.memoKey = merges, name+"/leaves"
 	rec, err := lb.record()
 	if err != nil {
 		return err
