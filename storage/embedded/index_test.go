@@ -2,7 +2,9 @@ package embedded
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"path/filepath"
@@ -10,6 +12,9 @@ import (
 	"testing"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/tlog-dev/tlog/pkg/tree"
+	"github.com/tlog-dev/tlog/storage"
 )
 
 // TestHashIndex inserts runs of many sizes, with keys repeated across runs
@@ -164,4 +169,54 @@ func testHashIndex(t *testing.T, memo *mergeFilters, tiers bool) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// TestMergeAcrossRestarts integrates batches through the Store while index
+// merges run in small steps, closing and reopening the store in the middle
+// of merges (so their last step must read the output's keys again), then
+// checks that a batch repeating an early identity is refused, that every
+// identity and leaf is still found, and the whole log.
+func TestMergeAcrossRestarts(t *testing.T) {
+	defer func(s, m uint64) { mergeStepPerKey, minMergeStep = s, m }(mergeStepPerKey, minMergeStep)
+	mergeStepPerKey, minMergeStep = 1, 64
+
+	path := filepath.Join(t.TempDir(), "tlog.db")
+	s := openTest(t, path)
+	l := newTestLog(t, s, "log")
+	inProgress := func() (merging bool) {
+		t.Helper()
+		if err := s.db.View(func(tx *bolt.Tx) error {
+			lb, err := openLog(tx, "log")
+			merging = err == nil && lb.identities.bucket.Get(keyMerge) != nil
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return merging
+	}
+	restarts := 0
+	for i := range 300 {
+		l.integrate(20+i%7*40, i%3 == 0)
+		if inProgress() && i%3 == 1 {
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			s = openTest(t, path)
+			l.s = s
+			restarts++
+		}
+	}
+	if restarts < 5 {
+		t.Fatalf("only %d restarts in the middle of a merge", restarts)
+	}
+	t.Logf("%d entries, %d restarts in the middle of a merge", l.edge.Size(), restarts)
+
+	l.next = l.edge.Size()
+	b, _ := l.batch(5, false)
+	b.Entries[2].Identity = tree.LeafHash([]byte("entry 20 of log")) // the second batch, not keyed
+	if err := s.Integrate(context.Background(), "log", b); !errors.Is(err, storage.ErrDuplicate) {
+		t.Fatalf("Integrate of the identity stored at index 20: %v, want ErrDuplicate", err)
+	}
+	verifyLog(t, s, "log")
+	s.Close()
 }
