@@ -25,9 +25,12 @@ const (
 )
 
 // New returns an empty filter sized for keys keys.
-func New(keys uint64) []byte {
+func New(keys uint64) []byte { return make([]byte, Size(keys)) }
+
+// Size is the size in bytes of a filter for keys keys.
+func Size(keys uint64) int {
 	blocks := max(1, (keys*BitsPerKey+BlockBits-1)/BlockBits)
-	return make([]byte, blocks*BlockBytes)
+	return int(blocks * BlockBytes)
 }
 
 // Hash mixes a key into 64 bits. Keys are hashes already, but the filter

@@ -255,6 +255,9 @@ func (s *Store) Path() string { return s.path }
 // call's result.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
+		if err := s.merges.keep(s.db); err != nil {
+			s.log.Warn("keeping the filters of index merges in progress failed; they will be built again", "err", err)
+		}
 		s.closeErr = s.db.Close()
 		if s.closeErr != nil {
 			s.closeErr = fmt.Errorf("embedded store %s: close: %w", s.path, s.closeErr)

@@ -61,7 +61,7 @@ func testHashIndex(t *testing.T, memo *mergeFilters, tiers bool) {
 	}
 	open := func(tx *bolt.Tx) *hashIndex {
 		ix := openIndex(tx.Bucket([]byte("root")).Bucket([]byte("ix")))
-		ix.memo, ix.memoKey = memo, "ix"
+		ix.memo, ix.memoKey = memo, mergeKey{log: "ix"}
 		return ix
 	}
 	stepped := 0 // rounds that ended with a merge in progress
@@ -172,8 +172,9 @@ func testHashIndex(t *testing.T, memo *mergeFilters, tiers bool) {
 }
 
 // TestMergeAcrossRestarts integrates batches through the Store while index
-// merges run in small steps, closing and reopening the store in the middle
-// of merges (so their last step must read the output's keys again), then
+// merges run in small steps, reopening the store in the middle of merges:
+// first after Close, which keeps their filters, then without it, as after a
+// crash, so that their last step must read the output's keys again. Then it
 // checks that a batch repeating an early identity is refused, that every
 // identity and leaf is still found, and the whole log.
 func TestMergeAcrossRestarts(t *testing.T) {
@@ -187,29 +188,49 @@ func TestMergeAcrossRestarts(t *testing.T) {
 		t.Helper()
 		if err := s.db.View(func(tx *bolt.Tx) error {
 			lb, err := openLog(tx, "log")
-			merging = err == nil && lb.identities.bucket.Get(keyMerge) != nil
-			return err
+			if err != nil {
+				return err
+			}
+			merging = lb.identities.bucket.Get(keyMerge) != nil
+			// Every step would write it again: the first takes it.
+			if lb.identities.bucket.Get(keyMergeFilter) != nil {
+				t.Fatal("a kept filter outlived the first step after Open")
+			}
+			return nil
 		}); err != nil {
 			t.Fatal(err)
 		}
 		return merging
 	}
-	restarts := 0
-	for i := range 300 {
-		l.integrate(20+i%7*40, i%3 == 0)
-		if inProgress() && i%3 == 1 {
-			if err := s.Close(); err != nil {
+	restarts := func(rounds int, crash bool) (n int) {
+		for i := range rounds {
+			l.integrate(20+i%7*40, i%3 == 0)
+			if !inProgress() || i%3 != 1 {
+				continue
+			}
+			var err error
+			if crash {
+				err = s.db.Close() // and not s.Close
+			} else {
+				err = s.Close()
+			}
+			if err != nil {
 				t.Fatal(err)
 			}
 			s = openTest(t, path)
 			l.s = s
-			restarts++
+			n++
 		}
+		return n
 	}
-	if restarts < 5 {
-		t.Fatalf("only %d restarts in the middle of a merge", restarts)
+	rebuilds := filterRebuilds.Load()
+	if n := restarts(150, false); n < 5 || filterRebuilds.Load() != rebuilds {
+		t.Fatalf("%d restarts after Close in the middle of a merge, %d filters built again; want 5 or more, 0", n, filterRebuilds.Load()-rebuilds)
 	}
-	t.Logf("%d entries, %d restarts in the middle of a merge", l.edge.Size(), restarts)
+	if n := restarts(150, true); n < 5 || filterRebuilds.Load() == rebuilds {
+		t.Fatalf("%d restarts without Close in the middle of a merge, no filter built again; want 5 or more, some", n)
+	}
+	t.Logf("%d entries; %d filters built again", l.edge.Size(), filterRebuilds.Load()-rebuilds)
 
 	l.next = l.edge.Size()
 	b, _ := l.batch(5, false)

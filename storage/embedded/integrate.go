@@ -169,8 +169,8 @@ func (p *prepared) apply(tx *bolt.Tx, name string, merges *mergeFilters) error {
 	if err != nil {
 		return err
 	}
-	lb.identities.memo, lb.identities.memoKey = merges, name+"/identities"
-	lb.leaves.memo, lb.leaves.memoKey = merges, name+"/leaves"
+	lb.identities.memo, lb.identities.memoKey = merges, mergeKey{log: name}
+	lb.leaves.memo, lb.leaves.memoKey = merges, mergeKey{log: name, leaves: true}
 	rec, err := lb.record()
 	if err != nil {
 		return err
