@@ -60,6 +60,7 @@ func run() error {
 		dataDir     = fs.String("data-dir", "tlog-data", "directory for the embedded store and, by default, the signing keys")
 		keyDir      = fs.String("key-dir", "", "directory of the logs' signing keys (default <data-dir>/keys)")
 		databaseURL = fs.String("database-url", "", "PostgreSQL URL; empty uses the embedded store in --data-dir")
+		tileFileMiB = fs.Int64("tile-file-mib", 1024, "with --database-url: MiB of full hash tiles kept, once read, in an unlinked file in --data-dir\nand read from there instead of PostgreSQL (0: none)")
 		grpcAddr    = fs.String("grpc-addr", "127.0.0.1:7600", "gRPC listen address")
 		httpAddr    = fs.String("http-addr", "127.0.0.1:7601", "HTTP listen address")
 		batchSize   = fs.Int("batch-max-size", 4096, "most entries integrated in one batch")
@@ -95,7 +96,10 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	store, err := openStore(ctx, *databaseURL, *dataDir, logger)
+	if *tileFileMiB < 0 {
+		return fmt.Errorf("--tile-file-mib %d: want 0 or more", *tileFileMiB)
+	}
+	store, err := openStore(ctx, *databaseURL, *dataDir, *tileFileMiB<<20, logger)
 	if err != nil {
 		return err
 	}
@@ -207,9 +211,14 @@ func run() error {
 	return serveErr
 }
 
-func openStore(ctx context.Context, url, dataDir string, logger *slog.Logger) (storage.Store, error) {
+func openStore(ctx context.Context, url, dataDir string, tileFileBytes int64, logger *slog.Logger) (storage.Store, error) {
 	if url != "" {
-		s, err := postgres.Open(ctx, url, postgres.Config{Logger: logger})
+		if tileFileBytes > 0 {
+			if err := os.MkdirAll(dataDir, 0o700); err != nil {
+				return nil, fmt.Errorf("--data-dir (for the tile file): %w", err)
+			}
+		}
+		s, err := postgres.Open(ctx, url, postgres.Config{Logger: logger, TileFileDir: dataDir, TileFileBytes: tileFileBytes})
 		if err != nil {
 			return nil, fmt.Errorf("opening PostgreSQL: %w", redactDB(err, url))
 		}

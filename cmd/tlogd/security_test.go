@@ -67,7 +67,7 @@ func TestOpenStoreRedacts(t *testing.T) {
 		"postgres://tlog:" + password + "@[::1/tlog", // does not parse
 	} {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		_, err := openStore(ctx, u, t.TempDir(), logger)
+		_, err := openStore(ctx, u, t.TempDir(), 0, logger)
 		cancel()
 		if err == nil {
 			t.Fatalf("openStore(%s): no error", redactTest(u, password))

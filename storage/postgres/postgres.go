@@ -31,6 +31,7 @@ import (
 	"log/slog"
 	"math"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -40,6 +41,7 @@ import (
 
 	"github.com/tlog-dev/tlog/migrations"
 	"github.com/tlog-dev/tlog/storage"
+	"github.com/tlog-dev/tlog/storage/disktiles"
 )
 
 var _ storage.Store = (*Store)(nil)
@@ -61,6 +63,14 @@ type Config struct {
 	// only read (tlogd fsck): Open fails if the schema is not exactly the
 	// newest version this binary knows, instead of migrating it.
 	NoMigrate bool
+	// TileFileDir and TileFileBytes keep up to TileFileBytes of full hash
+	// tiles, once read, in an unlinked file in the directory TileFileDir
+	// (see package disktiles), and read them from there instead of the
+	// database: under random inclusion proofs over a log too large for any
+	// memory cache, nearly every proof would otherwise query one level-0
+	// tile. Zero TileFileBytes keeps no file.
+	TileFileDir   string
+	TileFileBytes int64
 }
 
 // Store is a storage.Store on PostgreSQL. It is safe for concurrent use.
@@ -73,6 +83,9 @@ type Store struct {
 
 	tiles *tileReads  // coalesces ReadTiles calls
 	parts *partitions // of the entries table; identity filters
+
+	disk       *disktiles.Cache // full tiles read, or nil
+	diskWarned atomic.Bool      // that disk failed or filled up
 }
 
 // Open connects to the database at url (a postgres:// URL or a key=value
@@ -115,6 +128,13 @@ func Open(ctx context.Context, url string, cfg Config) (*Store, error) {
 	if err == nil {
 		parts, err = newPartitions(ctx, pool)
 	}
+	var disk *disktiles.Cache
+	if err == nil && cfg.TileFileBytes > 0 {
+		if disk, err = disktiles.Open(cfg.TileFileDir, cfg.TileFileBytes); err != nil {
+			parts.close()
+			err = fmt.Errorf("postgres: tile file: %w", err)
+		}
+	}
 	if err != nil {
 		pool.Close()
 		if ctxErr := ctx.Err(); ctxErr != nil {
@@ -122,7 +142,7 @@ func Open(ctx context.Context, url string, cfg Config) (*Store, error) {
 		}
 		return nil, err
 	}
-	return &Store{pool: pool, log: logger, ids: make(map[string]int64), tiles: newTileReads(), parts: parts}, nil
+	return &Store{pool: pool, log: logger, ids: make(map[string]int64), tiles: newTileReads(), parts: parts, disk: disk}, nil
 }
 
 // Close fails the tile reads waiting to share a query, cancels those that
@@ -132,6 +152,9 @@ func (s *Store) Close() error {
 	s.closeTileReads()
 	s.parts.close()
 	s.pool.Close()
+	if s.disk != nil {
+		s.disk.Close()
+	}
 	return nil
 }
 

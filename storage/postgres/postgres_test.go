@@ -64,12 +64,17 @@ func openStoreSize(t testing.TB, size int) (*Store, string) {
 	return s, url
 }
 
-// testConfig routes the store's log to the test's output (benchmarks: nowhere).
+// testConfig routes the store's log to the test's output (benchmarks:
+// nowhere), and keeps a tile file in a temporary directory, as tlogd does by
+// default, so that every test's reads go through it.
 func testConfig(t testing.TB) Config {
+	cfg := Config{TileFileDir: t.TempDir(), TileFileBytes: 1 << 20}
 	if _, ok := t.(*testing.B); ok {
-		return Config{Logger: slog.New(slog.DiscardHandler)}
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	} else {
+		cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), nil))
 	}
-	return Config{Logger: slog.New(slog.NewTextHandler(t.Output(), nil))}
+	return cfg
 }
 
 // conn opens a plain connection for inspecting the database behind the

@@ -10,6 +10,7 @@ import (
 	"github.com/tlog-dev/tlog/pkg/tile"
 	"github.com/tlog-dev/tlog/pkg/tree"
 	"github.com/tlog-dev/tlog/storage"
+	"github.com/tlog-dev/tlog/storage/disktiles"
 )
 
 func scanCheckpoint(row pgx.Row) (storage.Checkpoint, error) {
@@ -149,45 +150,77 @@ func (s *Store) ReadTileSlices(ctx context.Context, log string, slices []tree.Ti
 	return hs, nil
 }
 
-// readHashes reads hashes [from, to) of n hash tiles, each named by at(i),
-// with tileReads: each at most to-from hashes wide, fewer if less is
-// stored. A tile not stored at all is storage.ErrNotFound.
+// readHashes reads hashes [from, to) of n hash tiles, each named by at(i):
+// from the store's tile file where it holds the (full) tile, else with
+// tileReads, each at most to-from hashes wide, fewer if less is stored. A
+// tile not stored at all is storage.ErrNotFound. A full tile read whole from
+// the database is added to the tile file.
 func (s *Store) readHashes(ctx context.Context, log string, n int, at func(i int) (t tile.Tile, from, to int)) ([][]byte, error) {
-	r := &tileRead{log: log, levels: make([]int16, n), idxs: make([]int64, n), from: make([]int16, n), to: make([]int16, n)}
+	tiles, from, to := make([]tile.Tile, n), make([]int, n), make([]int, n)
 	for i := range n {
-		t, from, to := at(i)
+		t, f, e := at(i)
 		if t.Level < 0 || t.Level > tile.MaxLevel {
 			return nil, fmt.Errorf("postgres: %w: tile %d has level %d, want 0..%d (hash tiles only)", storage.ErrInvalid, i, t.Level, tile.MaxLevel)
 		}
 		if t.Width < 1 || t.Width > tile.Width {
 			return nil, fmt.Errorf("postgres: %w: tile %d has width %d, want 1..%d", storage.ErrInvalid, i, t.Width, tile.Width)
 		}
-		var err error
-		if r.idxs[i], err = bigint("tile index", t.Index); err != nil {
+		if _, err := bigint("tile index", t.Index); err != nil {
 			return nil, err
 		}
-		r.levels[i], r.from[i], r.to[i] = int16(t.Level), int16(from), int16(to)
+		tiles[i], from[i], to[i] = t, f, e
 	}
-	var err error
-	if r.id, err = s.logID(ctx, log); err != nil {
+	id, err := s.logID(ctx, log)
+	if err != nil {
 		return nil, err
 	}
-	if n == 0 {
-		return [][]byte{}, nil
+	out := make([][]byte, n)
+	r := &tileRead{log: log, id: id}
+	var read []int // the tiles r reads, by index in out
+	for i, t := range tiles {
+		if s.disk != nil && t.Width == tile.Width {
+			if out[i] = s.disk.Read(log, t.Level, t.Index, from[i], to[i]); out[i] != nil {
+				continue
+			}
+		}
+		read = append(read, i)
+		r.levels = append(r.levels, int16(t.Level))
+		r.idxs = append(r.idxs, int64(t.Index))
+		r.from, r.to = append(r.from, int16(from[i])), append(r.to, int16(to[i]))
 	}
-	if err := s.readTiles(ctx, r); err != nil {
-		return nil, err
-	}
-	if r.err != nil {
-		return nil, r.err
-	}
-	for i := range n {
-		if r.hashes[i] == nil {
-			t, _, _ := at(i)
-			return nil, fmt.Errorf("postgres: %w: log %q has no tile %s", storage.ErrNotFound, log, t.Path())
+	if len(read) > 0 {
+		if err := s.readTiles(ctx, r); err != nil {
+			return nil, err
+		}
+		if r.err != nil {
+			return nil, r.err
 		}
 	}
-	return r.hashes, nil
+	for j, i := range read {
+		h, t := r.hashes[j], tiles[i]
+		if h == nil {
+			return nil, fmt.Errorf("postgres: %w: log %q has no tile %s", storage.ErrNotFound, log, t.Path())
+		}
+		out[i] = h
+		if s.disk != nil && t.Width == tile.Width && from[i] == 0 && len(h) == disktiles.TileBytes {
+			s.keepTile(log, t, h)
+		}
+	}
+	return out, nil
+}
+
+// keepTile adds a full tile read from the database to the tile file. The
+// file failing is not the read's failure: it is logged once, and reads go
+// to the database.
+func (s *Store) keepTile(log string, t tile.Tile, hashes []byte) {
+	err := s.disk.Write(log, t.Level, t.Index, hashes)
+	if err != nil && s.diskWarned.CompareAndSwap(false, true) {
+		if errors.Is(err, disktiles.ErrFull) {
+			s.log.Info("tile file full: further full tiles are read from PostgreSQL only", "tiles", s.disk.Tiles())
+		} else {
+			s.log.Warn("tile file failed: tiles are read from PostgreSQL only", "err", err)
+		}
+	}
 }
 
 // ReadEntries returns entries [start, end) in order, with their leaf hashes
