@@ -13,6 +13,7 @@ import (
 	"github.com/tlog-dev/tlog/pkg/tile"
 	"github.com/tlog-dev/tlog/pkg/tree"
 	"github.com/tlog-dev/tlog/storage"
+	"github.com/tlog-dev/tlog/storage/disktiles"
 )
 
 // BenchmarkIntegrate measures durable batches of 256-byte entries (the
@@ -183,28 +184,49 @@ SELECT $1, * FROM unnest($2::smallint[], $3::bigint[], $4::bytea[])`, id, levels
 			b.ReportMetric(float64(b.N)/float64(s.tiles.queries.Load()-q), "tiles/query")
 		})
 	}
-	// What a proof into a tile with a cached summary reads: 32 hashes.
-	b.Run("slices", func(b *testing.B) {
-		s.tiles.limit = maxTileQueries
-		b.SetParallelism(max(1, 64/runtime.GOMAXPROCS(0)))
-		b.RunParallel(func(pb *testing.PB) {
-			for pb.Next() {
-				t := tile.Tile{Level: 0, Index: uint64(mrand.IntN(level0)), Width: tile.Width}
-				from := mrand.IntN(tile.Width/32) * 32
-				sl := []tree.TileSlice{{Tile: t, From: from, To: from + 32}}
-				hs, err := s.ReadTileSlices(ctx, l.name, sl)
-				if err != nil {
-					b.Error(err)
-					return
-				}
-				if len(hs[0]) != 32*tile.HashSize {
-					b.Errorf("ReadTileSlices(%s): %d bytes", t.Path(), len(hs[0]))
-					return
-				}
+	// What a proof into a tile with a cached summary reads: 32 hashes, from
+	// the database, then from a tile file that holds every tile.
+	b.Run("slices", func(b *testing.B) { benchSlices(b, s, l.name, level0) })
+	disk, err := disktiles.Open(b.TempDir(), level0*disktiles.TileBytes)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer disk.Close()
+	s.disk = disk
+	for i := range level0 {
+		if _, err := s.ReadTiles(ctx, l.name, []tile.Tile{{Level: 0, Index: uint64(i), Width: tile.Width}}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if disk.Tiles() != level0 {
+		b.Fatalf("tile file holds %d tiles, want %d", disk.Tiles(), level0)
+	}
+	b.Run("slices-from-file", func(b *testing.B) { benchSlices(b, s, l.name, level0) })
+	s.disk = nil
+}
+
+// benchSlices reads random 32-hash slices of level-0 tiles from 64 goroutines.
+func benchSlices(b *testing.B, s *Store, log string, level0 int) {
+	ctx := b.Context()
+	s.tiles.limit = maxTileQueries
+	b.SetParallelism(max(1, 64/runtime.GOMAXPROCS(0)))
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			t := tile.Tile{Level: 0, Index: uint64(mrand.IntN(level0)), Width: tile.Width}
+			from := mrand.IntN(tile.Width/32) * 32
+			sl := []tree.TileSlice{{Tile: t, From: from, To: from + 32}}
+			hs, err := s.ReadTileSlices(ctx, log, sl)
+			if err != nil {
+				b.Error(err)
+				return
 			}
-		})
-		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "slices/s")
+			if len(hs[0]) != 32*tile.HashSize {
+				b.Errorf("ReadTileSlices(%s): %d bytes", t.Path(), len(hs[0]))
+				return
+			}
+		}
 	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "slices/s")
 }
 
 // BenchmarkFullProbes measures the Bloom filter side of a batch's look-ups

@@ -16,7 +16,8 @@
 // ones (identities.go).
 //
 // Concurrent ReadTiles calls share queries: under load, one query reads the
-// tiles of many calls, of any log.
+// tiles of many calls, of any log. With Config.TileFileBytes, full tiles read
+// once are then read from a local file instead (package disktiles).
 //
 // Several tlogd processes may share a database: reads never take locks, and
 // the compare-and-swap fences writers. Store implements storage.Elector:

@@ -64,17 +64,15 @@ func openStoreSize(t testing.TB, size int) (*Store, string) {
 	return s, url
 }
 
-// testConfig routes the store's log to the test's output (benchmarks:
-// nowhere), and keeps a tile file in a temporary directory, as tlogd does by
-// default, so that every test's reads go through it.
+// testConfig routes the store's log to the test's output and keeps a tile
+// file in a temporary directory, as tlogd does by default, so that every
+// test's reads go through it. Benchmarks log nowhere and read the database
+// only.
 func testConfig(t testing.TB) Config {
-	cfg := Config{TileFileDir: t.TempDir(), TileFileBytes: 1 << 20}
 	if _, ok := t.(*testing.B); ok {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	} else {
-		cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), nil))
+		return Config{Logger: slog.New(slog.DiscardHandler)}
 	}
-	return cfg
+	return Config{Logger: slog.New(slog.NewTextHandler(t.Output(), nil)), TileFileDir: t.TempDir(), TileFileBytes: 1 << 20}
 }
 
 // conn opens a plain connection for inspecting the database behind the
