@@ -134,6 +134,8 @@ func Open(ctx context.Context, url string, cfg Config) (*Store, error) {
 		if disk, err = disktiles.Open(cfg.TileFileDir, cfg.TileFileBytes); err != nil {
 			parts.close()
 			err = fmt.Errorf("postgres: tile file: %w", err)
+		} else {
+			logger.Info("keeping full tiles read in an unlinked file", "dir", cfg.TileFileDir, "max_mib", cfg.TileFileBytes>>20)
 		}
 	}
 	if err != nil {
