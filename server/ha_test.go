@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -19,6 +20,7 @@ import (
 	"github.com/tlog-dev/tlog/internal/pgtest"
 	tlogv1 "github.com/tlog-dev/tlog/proto/tlog/v1"
 	"github.com/tlog-dev/tlog/server"
+	"github.com/tlog-dev/tlog/server/keyfile"
 	"github.com/tlog-dev/tlog/server/sequencer"
 	"github.com/tlog-dev/tlog/storage/postgres"
 )
@@ -55,6 +57,7 @@ func startHANode(t *testing.T, url, keys string, create bool, noForwarding bool)
 		AdvertiseAddr:    n.addr,
 		NoForwarding:     noForwarding,
 		ElectionInterval: 100 * time.Millisecond,
+		LogScanInterval:  100 * time.Millisecond,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -211,5 +214,94 @@ func TestHAForwarding(t *testing.T) {
 	_, err = c.log.Append(ctx, &tlogv1.AppendRequest{Log: "ha", Entries: []*tlogv1.AppendEntry{{Data: []byte("not forwarded")}}})
 	if code(err) != codes.Unavailable || !strings.Contains(err.Error(), follower.addr) {
 		t.Errorf("Append to a follower that does not forward: %v, want UNAVAILABLE naming %s", err, follower.addr)
+	}
+}
+
+// waitLogs waits until n lists want logs.
+func (n *haNode) waitLogs(t *testing.T, want int) {
+	t.Helper()
+	var got int
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		resp, err := http.Get(n.http.URL + "/logs")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out struct{ Logs []haLog }
+		err = json.NewDecoder(resp.Body).Decode(&out)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got = len(out.Logs); got == want {
+			return
+		}
+	}
+	t.Fatalf("%s lists %d logs, want %d", n.addr, got, want)
+}
+
+// TestHALogCreatedElsewhere: a log created by one process while others run
+// is served by them within a few scans, and survives its creator; a process
+// without the log's key does not serve it until the key is copied to it.
+func TestHALogCreatedElsewhere(t *testing.T) {
+	t.Parallel()
+	url := pgtest.NewDatabase(t)
+	keys := filepath.Join(t.TempDir(), "keys")
+	keysC := filepath.Join(t.TempDir(), "keys-c")
+	a := startHANode(t, url, keys, false, false)
+	b := startHANode(t, url, keys, false, false)
+	c := startHANode(t, url, keysC, false, false)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := a.svc.CreateLog(ctx, "ha", ""); err != nil {
+		t.Fatal(err)
+	}
+	b.waitLogs(t, 1)
+	leader := waitLeader(t, a, b)
+	follower := map[*haNode]*haNode{a: b, b: a}[leader]
+	add := func(n *haNode, data string) uint64 {
+		t.Helper()
+		resp, err := n.log.Append(ctx, &tlogv1.AppendRequest{Log: "ha", Entries: []*tlogv1.AppendEntry{{Data: []byte(data)}}})
+		if err != nil {
+			t.Fatalf("Append %q to %s: %v", data, n.addr, err)
+		}
+		return resp.GetResults()[0].GetIndex()
+	}
+	for i := range 3 {
+		if idx := add(follower, fmt.Sprintf("entry %d", i)); idx != uint64(i) {
+			t.Fatalf("entry %d appended at %d", i, idx)
+		}
+	}
+
+	// c lacks the key: it does not serve the log.
+	time.Sleep(500 * time.Millisecond) // five scans
+	c.waitLogs(t, 0)
+	if _, err := c.log.GetCheckpoint(ctx, &tlogv1.GetCheckpointRequest{Log: "ha"}); code(err) != codes.NotFound {
+		t.Fatalf("GetCheckpoint on a process without the key: %v, want NOT_FOUND", err)
+	}
+	key, err := os.ReadFile(keyfile.Path(keys, "ha"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(keysC, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyfile.Path(keysC, "ha"), key, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c.waitLogs(t, 1)
+
+	// The creator and the other go away: c takes over, after what they
+	// appended.
+	a.stop()
+	b.stop()
+	if got := waitLeader(t, c); got != c {
+		t.Fatal("no takeover")
+	}
+	if idx := add(c, "after the takeover"); idx != 3 {
+		t.Fatalf("appended at %d after the takeover, want 3", idx)
+	}
+	cp, err := c.log.GetCheckpoint(ctx, &tlogv1.GetCheckpointRequest{Log: "ha"})
+	if err != nil || cp.GetTreeSize() != 4 {
+		t.Fatalf("GetCheckpoint after the takeover: size %d, %v; want 4", cp.GetTreeSize(), err)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tlog-dev/tlog/server/keyfile"
 	"github.com/tlog-dev/tlog/server/sequencer"
 	"github.com/tlog-dev/tlog/storage"
 )
@@ -212,4 +213,79 @@ func (s *Service) notReady() string {
 		}
 	}
 	return b.String()
+}
+
+// scanLogs runs while ctx lasts, on a store shared with other processes:
+// every LogScanInterval it opens the logs that another process created
+// since this one listed them, so that it serves them and, if their leader
+// goes away, can take over.
+func (s *Service) scanLogs(ctx context.Context) {
+	t := time.NewTicker(s.cfg.LogScanInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		logs, err := s.cfg.Store.ListLogs(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				s.log.Warn("looking for logs created by other processes", "err", err)
+			}
+			continue
+		}
+		for _, l := range logs {
+			if _, err := s.state(l.Name); err != nil {
+				s.adopt(ctx, l)
+			}
+		}
+	}
+}
+
+// adopt opens a log that another process created and starts campaigning
+// for its leadership. A log whose signing key is not in this process's key
+// directory (or does not match) is left unopened, with one warning, until a
+// later scan finds the key.
+func (s *Service) adopt(ctx context.Context, l storage.Log) {
+	s.createMu.Lock()
+	defer s.createMu.Unlock()
+	if _, err := s.state(l.Name); err == nil {
+		return // created or adopted meanwhile
+	}
+	warn := func(msg string, err error) {
+		if !s.unopened[l.Name] {
+			s.log.Warn(msg, "log", l.Name, "err", err)
+			if s.unopened == nil {
+				s.unopened = make(map[string]bool)
+			}
+			s.unopened[l.Name] = true
+		}
+	}
+	skey, err := keyfile.Load(s.cfg.KeyDir, l.Name)
+	if err != nil {
+		warn("another process created a log whose signing key this one lacks: it is not served here until the key is in --key-dir", err)
+		return
+	}
+	ls, err := s.openLog(ctx, l, skey)
+	if err != nil {
+		warn("another process created a log this one cannot open", err)
+		return
+	}
+	if _, err := s.latest(ctx, ls, 0); err != nil {
+		if ctx.Err() == nil {
+			s.log.Warn("reading the latest checkpoint of a log created by another process", "log", l.Name, "err", err)
+		}
+		return
+	}
+	s.witness(ls)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ctx.Err() != nil {
+		return
+	}
+	s.logs[l.Name] = ls
+	s.start(ctx, ls)
+	delete(s.unopened, l.Name)
+	s.log.Info("serving a log created by another process", "log", l.Name, "origin", l.Origin)
 }

@@ -91,6 +91,10 @@ type Config struct {
 	// ElectionInterval is how often a process that does not lead a log
 	// tries to take its leadership (default 1s).
 	ElectionInterval time.Duration
+	// LogScanInterval is how often a process sharing its store with others
+	// (a storage.Elector) looks for logs that another process created, to
+	// serve them and campaign for their leadership (default 2s).
+	LogScanInterval time.Duration
 }
 
 // Service runs every log of a store.
@@ -98,7 +102,8 @@ type Service struct {
 	cfg Config
 	log *slog.Logger
 
-	createMu sync.Mutex // serializes CreateLog, so racing creators see the winner's log
+	createMu sync.Mutex      // serializes CreateLog and adopt, so racing creators see the winner's log
+	unopened map[string]bool // logs adopt could not open, warned about once; under createMu
 
 	metrics *metrics
 
@@ -181,6 +186,10 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		cfg.ElectionInterval = time.Second
 	}
 	s.cfg.ElectionInterval = cfg.ElectionInterval
+	if cfg.LogScanInterval <= 0 {
+		cfg.LogScanInterval = 2 * time.Second
+	}
+	s.cfg.LogScanInterval = cfg.LogScanInterval
 	s.elector, _ = cfg.Store.(storage.Elector)
 	s.fwd = newForwarder(cfg.ForwardDialOptions)
 	logs, err := cfg.Store.ListLogs(ctx)
@@ -290,6 +299,13 @@ func (s *Service) Run(ctx context.Context) error {
 		defer s.wg.Done()
 		s.wit.Run(ctx)
 	}()
+	if s.elector != nil {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.scanLogs(ctx)
+		}()
+	}
 	s.mu.Unlock()
 	<-ctx.Done()
 	s.wg.Wait()
