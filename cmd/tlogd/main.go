@@ -214,9 +214,9 @@ func run() error {
 func openStore(ctx context.Context, url, dataDir string, tileFileBytes int64, logger *slog.Logger) (storage.Store, error) {
 	if url != "" {
 		if tileFileBytes > 0 {
-			if err := os.MkdirAll(dataDir, 0o700); err != nil {
-				return nil, fmt.Errorf("--data-dir (for the tile file): %w", err)
-			}
+			// The tile file is a cache: postgres.Open warns and goes on
+			// without it if the directory is not there or not writable.
+			os.MkdirAll(dataDir, 0o700)
 		}
 		s, err := postgres.Open(ctx, url, postgres.Config{Logger: logger, TileFileDir: dataDir, TileFileBytes: tileFileBytes})
 		if err != nil {

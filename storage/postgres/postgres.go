@@ -69,7 +69,8 @@ type Config struct {
 	// (see package disktiles), and read them from there instead of the
 	// database: under random inclusion proofs over a log too large for any
 	// memory cache, nearly every proof would otherwise query one level-0
-	// tile. Zero TileFileBytes keeps no file.
+	// tile. Zero TileFileBytes keeps no file; if the file cannot be
+	// created, Open logs a warning and keeps none.
 	TileFileDir   string
 	TileFileBytes int64
 }
@@ -131,10 +132,12 @@ func Open(ctx context.Context, url string, cfg Config) (*Store, error) {
 	}
 	var disk *disktiles.Cache
 	if err == nil && cfg.TileFileBytes > 0 {
-		if disk, err = disktiles.Open(cfg.TileFileDir, cfg.TileFileBytes); err != nil {
-			parts.close()
-			err = fmt.Errorf("postgres: tile file: %w", err)
+		// The file only spares queries: without it, tiles come from the
+		// database as they would with TileFileBytes zero.
+		if d, derr := disktiles.Open(cfg.TileFileDir, cfg.TileFileBytes); derr != nil {
+			logger.Warn("no tile file: every tile is read from PostgreSQL", "err", derr)
 		} else {
+			disk = d
 			logger.Info("keeping full tiles read in an unlinked file", "dir", cfg.TileFileDir, "max_mib", cfg.TileFileBytes>>20)
 		}
 	}

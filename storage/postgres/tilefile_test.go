@@ -109,3 +109,26 @@ func TestTileFile(t *testing.T) {
 	}
 	verifyLog(t, s, l)
 }
+
+// TestTileFileUnavailable: a tile file that cannot be created does not stop
+// the store, which reads its tiles from the database.
+func TestTileFileUnavailable(t *testing.T) {
+	ctx := t.Context()
+	url := newDatabase(t, testPartitionSize)
+	cfg := testConfig(t)
+	cfg.TileFileDir = t.TempDir() + "/missing"
+	s, err := Open(ctx, url, cfg)
+	if err != nil {
+		t.Fatalf("Open with a tile file that cannot be created: %v", err)
+	}
+	defer s.Close()
+	if s.disk != nil {
+		t.Fatal("the store has a tile file in a missing directory")
+	}
+	l := newTestLog(t, s, "nofile")
+	l.integrate(t, s, tile.Width+3, 8)
+	if _, err := s.ReadTiles(ctx, l.name, []tile.Tile{{Level: 0, Index: 0, Width: tile.Width}}); err != nil {
+		t.Fatal(err)
+	}
+	verifyLog(t, s, l)
+}
