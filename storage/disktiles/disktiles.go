@@ -101,12 +101,11 @@ func (c *Cache) Write(log string, level int, index uint64, hashes []byte) error 
 	// cache, and a tile is written once, after a query that took far longer.
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if _, ok := c.slots[k]; ok && !c.closed {
-		return nil
-	}
-	switch {
+	switch _, kept := c.slots[k]; {
 	case c.closed:
 		return os.ErrClosed
+	case kept:
+		return nil
 	case c.failed != nil:
 		return c.failed
 	case c.next >= c.maxTiles:
