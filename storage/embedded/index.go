@@ -200,10 +200,18 @@ type indexEntry struct {
 }
 
 // insert adds entries, sorted by key with no key twice, as a new run, then
-// merges runs as needed.
+// merges runs as needed. With no entries, a merge in progress still takes a
+// step of minMergeStep keys, so that it ends even when no more keys come
+// (the leaves index gets keys only from keyed entries).
 func (ix *hashIndex) insert(entries []indexEntry) error {
 	if len(entries) == 0 {
-		return nil
+		if ix.bucket.Get(keyMerge) == nil {
+			return nil
+		}
+		if err := ix.load(); err != nil {
+			return err
+		}
+		return ix.compact(minMergeStep)
 	}
 	if err := ix.load(); err != nil {
 		return err

@@ -241,3 +241,79 @@ func TestMergeAcrossRestarts(t *testing.T) {
 	verifyLog(t, s, "log")
 	s.Close()
 }
+
+// TestMergeEndsWithoutKeys: a merge in progress goes on in transactions that
+// insert no keys (batches without keyed entries, for the leaves index), and
+// lookups stay right throughout.
+func TestMergeEndsWithoutKeys(t *testing.T) {
+	defer func(s, m uint64) { mergeStepPerKey, minMergeStep = s, m }(mergeStepPerKey, minMergeStep)
+	mergeStepPerKey, minMergeStep = 1, 16
+	db, err := bolt.Open(filepath.Join(t.TempDir(), "index.db"), 0o600, &bolt.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	update := func(f func(ix *hashIndex) error) {
+		t.Helper()
+		if err := db.Update(func(tx *bolt.Tx) error {
+			root, err := tx.CreateBucketIfNotExists([]byte("root"))
+			if err != nil {
+				return err
+			}
+			if root.Bucket([]byte("ix")) == nil {
+				if err := createIndex(root, []byte("ix")); err != nil {
+					return err
+				}
+			}
+			return f(openIndex(root.Bucket([]byte("ix"))))
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	var keys [][]byte
+	merging := false
+	for round := 0; !merging; round++ {
+		if round == 100 {
+			t.Fatal("no merge in progress after 100 inserts")
+		}
+		es := make([]indexEntry, 40)
+		for i := range es {
+			k := make([]byte, 32)
+			for j := range 4 {
+				binary.LittleEndian.PutUint64(k[8*j:], rng.Uint64())
+			}
+			keys = append(keys, k)
+			es[i] = indexEntry{key: k, value: u64(uint64(len(keys) - 1))}
+		}
+		slices.SortFunc(es, func(a, b indexEntry) int { return bytes.Compare(a.key, b.key) })
+		update(func(ix *hashIndex) error {
+			if err := ix.insert(es); err != nil {
+				return err
+			}
+			merging = ix.bucket.Get(keyMerge) != nil
+			return nil
+		})
+	}
+	check := func(ix *hashIndex) error {
+		for i, k := range keys {
+			if got, ok, err := ix.get(k); err != nil || !ok || got != uint64(i) {
+				return fmt.Errorf("get(key %d) = %d, %v, %v", i, got, ok, err)
+			}
+		}
+		return nil
+	}
+	for steps := 0; merging; steps++ {
+		if steps == 1000 {
+			t.Fatal("the merge did not end in 1000 transactions without keys")
+		}
+		update(func(ix *hashIndex) error {
+			if err := ix.insert(nil); err != nil {
+				return err
+			}
+			merging = ix.bucket.Get(keyMerge) != nil
+			return check(ix)
+		})
+	}
+	update(check)
+}
