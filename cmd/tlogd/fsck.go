@@ -205,7 +205,7 @@ func (f *fsckCmd) open(ctx context.Context) (storage.Store, error) {
 	if _, err := os.Stat(path); err != nil {
 		return nil, fmt.Errorf("no embedded store to check: %w (use --data-dir, or --database-url for PostgreSQL)", err)
 	}
-	s, err := embedded.Open(path, embedded.Config{Logger: logger, LockTimeout: -1})
+	s, err := embedded.Open(path, embedded.Config{Logger: logger, LockTimeout: -1, ReadOnly: true})
 	if errors.Is(err, storage.ErrLocked) {
 		return nil, fmt.Errorf("%s is in use, most likely by a running tlogd: stop it first; fsck needs the file to itself (%w)", path, err)
 	}

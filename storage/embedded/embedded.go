@@ -85,6 +85,11 @@ type Config struct {
 	// created with. Default (0): the operating system's page size. Larger
 	// pages measured no faster.
 	PageSize int
+
+	// ReadOnly opens an existing store without changing it, for tools that
+	// only read (tlogd fsck): a file of an older format is read as it is,
+	// not upgraded, and every write fails. Open fails if there is no file.
+	ReadOnly bool
 }
 
 const defaultLockTimeout = time.Second
@@ -116,7 +121,8 @@ type Store struct {
 	path string
 	log  *slog.Logger
 
-	merges mergeFilters // of the indexes' merges in progress
+	merges   mergeFilters // of the indexes' merges in progress
+	readOnly bool         // Config.ReadOnly
 
 	closeOnce sync.Once
 	closeErr  error
@@ -149,11 +155,14 @@ func Open(path string, cfg Config) (*Store, error) {
 	if ps := cfg.PageSize; ps != 0 && (ps < 4096 || ps > 1<<16 || ps&(ps-1) != 0) {
 		return nil, fmt.Errorf("embedded store %s: page size %d is not a power of two from 4096 to 65536", path, ps)
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("embedded store: %w", err)
+	if !cfg.ReadOnly {
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			return nil, fmt.Errorf("embedded store: %w", err)
+		}
 	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{
-		Timeout: cfg.LockTimeout,
+		ReadOnly: cfg.ReadOnly,
+		Timeout:  cfg.LockTimeout,
 		// The freelist is written on commit (NoFreelistSync would save
 		// nothing measurable here, and costs a scan of the file at open:
 		// 0.1 s per million entries). The map freelist allocates in O(1).
@@ -174,7 +183,7 @@ func Open(path string, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("embedded store %s: %w", path, err)
 	}
-	s := &Store{db: db, path: path, log: cfg.Logger.With(slog.String("path", path))}
+	s := &Store{db: db, path: path, log: cfg.Logger.With(slog.String("path", path)), readOnly: cfg.ReadOnly}
 	version, err := s.initFormat()
 	if err != nil {
 		_ = db.Close()
@@ -193,8 +202,13 @@ func (s *Store) initFormat() (uint64, error) {
 		version, err = readFormat(tx)
 		return err
 	})
-	if err != nil || version == formatVersion {
+	switch {
+	case err != nil || version == formatVersion:
 		return version, err
+	case s.readOnly && version == 0:
+		return 0, errors.New("not a tlog store: the file is empty")
+	case s.readOnly:
+		return version, nil // an older format, read as it is
 	}
 	err = s.db.Update(func(tx *bolt.Tx) error {
 		var err error
@@ -255,8 +269,10 @@ func (s *Store) Path() string { return s.path }
 // call's result.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
-		if err := s.merges.keep(s.db); err != nil {
-			s.log.Warn("keeping the filters of index merges in progress failed; they will be built again", "err", err)
+		if !s.readOnly { // else nothing was integrated: no filters to keep
+			if err := s.merges.keep(s.db); err != nil {
+				s.log.Warn("keeping the filters of index merges in progress failed; they will be built again", "err", err)
+			}
 		}
 		s.closeErr = s.db.Close()
 		if s.closeErr != nil {

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -907,4 +908,43 @@ func TestConcurrentReads(t *testing.T) {
 		t.Fatal(err)
 	}
 	verifyLog(t, s, "log")
+}
+
+// TestReadOnly: a read-only Store reads a format 1 file without upgrading
+// it, refuses writes, and refuses a missing or empty file.
+func TestReadOnly(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "tlog.db")
+	s := openTest(t, path)
+	l := newTestLog(t, s, "log")
+	l.integrate(100, false)
+	s.Close()
+	setFormat(t, path, 1)
+	before, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	ro, err := Open(path, Config{ReadOnly: true})
+	if err != nil {
+		t.Fatalf("Open read-only: %v", err)
+	}
+	verifyLog(t, ro, "log")
+	b, _ := l.batch(1, false)
+	if err := ro.Integrate(t.Context(), "log", b); err == nil {
+		t.Error("Integrate on a read-only store: no error")
+	}
+	if err := ro.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if after, err := os.ReadFile(path); err != nil || !bytes.Equal(before, after) {
+		t.Errorf("the file changed under a read-only Store (%v)", err)
+	}
+
+	if _, err := Open(filepath.Join(dir, "missing", "tlog.db"), Config{ReadOnly: true}); err == nil {
+		t.Error("Open read-only of a missing file: no error")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "missing")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("Open read-only made the missing directory (%v)", err)
+	}
 }
