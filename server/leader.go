@@ -8,7 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tlog-dev/tlog/server/keyfile"
 	"github.com/tlog-dev/tlog/server/sequencer"
 	"github.com/tlog-dev/tlog/storage"
 )
@@ -244,37 +243,23 @@ func (s *Service) scanLogs(ctx context.Context) {
 }
 
 // adopt opens a log that another process created and starts campaigning
-// for its leadership. A log whose signing key is not in this process's key
-// directory (or does not match) is left unopened, with one warning, until a
-// later scan finds the key.
+// for its leadership. A log this process cannot open (its signing key is not
+// in the key directory, say) is warned about once and tried again at the
+// next scan.
 func (s *Service) adopt(ctx context.Context, l storage.Log) {
 	s.createMu.Lock()
 	defer s.createMu.Unlock()
 	if _, err := s.state(l.Name); err == nil {
 		return // created or adopted meanwhile
 	}
-	warn := func(msg string, err error) {
-		if !s.unopened[l.Name] {
-			s.log.Warn(msg, "log", l.Name, "err", err)
+	ls, err := s.openStored(ctx, l)
+	if err != nil {
+		if ctx.Err() == nil && !s.unopened[l.Name] {
+			s.log.Warn("another process created a log that this one cannot serve yet (a missing key belongs in --key-dir); retrying at every scan", "log", l.Name, "err", err)
 			if s.unopened == nil {
 				s.unopened = make(map[string]bool)
 			}
 			s.unopened[l.Name] = true
-		}
-	}
-	skey, err := keyfile.Load(s.cfg.KeyDir, l.Name)
-	if err != nil {
-		warn("another process created a log whose signing key this one lacks: it is not served here until the key is in --key-dir", err)
-		return
-	}
-	ls, err := s.openLog(ctx, l, skey)
-	if err != nil {
-		warn("another process created a log this one cannot open", err)
-		return
-	}
-	if _, err := s.latest(ctx, ls, 0); err != nil {
-		if ctx.Err() == nil {
-			s.log.Warn("reading the latest checkpoint of a log created by another process", "log", l.Name, "err", err)
 		}
 		return
 	}

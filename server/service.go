@@ -197,11 +197,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		return nil, fmt.Errorf("listing logs: %w", err)
 	}
 	for _, l := range logs {
-		skey, err := keyfile.Load(cfg.KeyDir, l.Name)
-		if err != nil {
-			return nil, fmt.Errorf("log %q: loading its signing key: %w", l.Name, err)
-		}
-		ls, err := s.openLog(ctx, l, skey)
+		ls, err := s.openStored(ctx, l)
 		if err != nil {
 			return nil, err
 		}
@@ -209,14 +205,32 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 			if err := s.load(ctx, ls); err != nil && !errors.Is(err, sequencer.ErrFatal) {
 				return nil, err
 			}
-		} else if _, err := s.latest(ctx, ls, 0); err != nil {
-			// Read before the log is witnessed, which starts from it.
-			return nil, fmt.Errorf("log %q: reading its latest checkpoint: %w", l.Name, err)
 		}
 		s.logs[l.Name] = ls
 		s.witness(ls)
 	}
 	return s, nil
+}
+
+// openStored opens a log found in the store, with its key from the key
+// directory. When the store is shared with other processes, it also reads
+// the log's latest checkpoint, before the log is witnessed, which starts
+// from it.
+func (s *Service) openStored(ctx context.Context, l storage.Log) (*logState, error) {
+	skey, err := keyfile.Load(s.cfg.KeyDir, l.Name)
+	if err != nil {
+		return nil, fmt.Errorf("log %q: loading its signing key: %w", l.Name, err)
+	}
+	ls, err := s.openLog(ctx, l, skey)
+	if err != nil {
+		return nil, err
+	}
+	if s.elector != nil {
+		if _, err := s.latest(ctx, ls, 0); err != nil {
+			return nil, fmt.Errorf("log %q: reading its latest checkpoint: %w", l.Name, err)
+		}
+	}
+	return ls, nil
 }
 
 // load creates the log's sequencer, which loads and checks its state. A
