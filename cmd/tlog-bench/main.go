@@ -242,10 +242,10 @@ func bench(ctx context.Context, cfg config, progress func(string)) (*result, err
 		sizeStart, sizeEnd uint64
 		sizeErr            error
 		cpuStart, cpuEnd   time.Duration
-		srvStart, srvEnd   time.Duration
+		srvStart, srvEnd   procTimes
 		srvErr             error
 		wallStart, wallEnd time.Time
-		snapshot           = func(size *uint64, cpu, srv *time.Duration, wall *time.Time) {
+		snapshot           = func(size *uint64, cpu *time.Duration, srv *procTimes, wall *time.Time) {
 			*wall, *cpu = time.Now(), cpuTime()
 			if cfg.serverPID > 0 {
 				var err error
@@ -305,7 +305,8 @@ func bench(ctx context.Context, cfg config, progress func(string)) (*result, err
 	if wall := wallEnd.Sub(wallStart).Seconds(); wall > 0 {
 		res.ClientCPU = round2((cpuEnd - cpuStart).Seconds() / wall)
 		if cfg.serverPID > 0 && srvErr == nil {
-			res.ServerCPU = ptr(round2((srvEnd - srvStart).Seconds() / wall))
+			res.ServerCPU = ptr(round2((srvEnd.total() - srvStart.total()).Seconds() / wall))
+			res.ServerKernelCPU = ptr(round2((srvEnd.system - srvStart.system).Seconds() / wall))
 		}
 	}
 	if srvErr != nil {

@@ -237,13 +237,13 @@ func TestInclusionProofLen(t *testing.T) {
 func TestParseProcStat(t *testing.T) {
 	stat := "4242 (tl og) d) S 1 4242 4242 0 -1 4194560 1000 0 0 0 250 150 0 0 20 0 12 0 100 0 0"
 	got, err := parseProcStat(stat)
-	if err != nil || got != 4*time.Second {
-		t.Errorf("parseProcStat = %v, %v; want 4s", got, err)
+	if want := (procTimes{user: 2500 * time.Millisecond, system: 1500 * time.Millisecond}); err != nil || got != want {
+		t.Errorf("parseProcStat = %+v, %v; want %+v", got, err, want)
 	}
 	if _, err := parseProcStat("garbage"); err == nil {
 		t.Error("parseProcStat(garbage) succeeded")
 	}
-	if d, err := processCPUTime(os.Getpid()); err != nil || d < 0 {
+	if d, err := processCPUTime(os.Getpid()); err != nil || d.user < 0 || d.system < 0 {
 		t.Errorf("processCPUTime(self) = %v, %v", d, err)
 	}
 }

@@ -48,6 +48,10 @@ type result struct {
 	// CPU use over the measured window, in cores (1.0 = one core busy).
 	ClientCPU float64  `json:"client_cpu"`
 	ServerCPU *float64 `json:"server_cpu,omitempty"`
+	// ServerKernelCPU is the part of ServerCPU spent in the kernel (on
+	// tlogd's behalf: system calls, page faults), such as copying the
+	// embedded store's pages into the page cache.
+	ServerKernelCPU *float64 `json:"server_cpu_kernel,omitempty"`
 
 	Baseline *baselineResult `json:"baseline_copy,omitempty"`
 }
@@ -145,7 +149,11 @@ func writeTable(w io.Writer, r *result) error {
 	row("tree size", "%s → %s", commas(float64(r.TreeSizeStart)), commas(float64(r.TreeSizeEnd)))
 	row("client CPU", "%.2f cores", r.ClientCPU)
 	if r.ServerCPU != nil {
-		row("server CPU", "%.2f cores", *r.ServerCPU)
+		if r.ServerKernelCPU != nil {
+			row("server CPU", "%.2f cores, %.2f of them in the kernel", *r.ServerCPU, *r.ServerKernelCPU)
+		} else {
+			row("server CPU", "%.2f cores", *r.ServerCPU)
+		}
 	}
 	if b := r.Baseline; b != nil {
 		row("PostgreSQL COPY", "%s rows/s (%d connections, %d rows per durable commit; commit p50 %s ms, p99 %s ms)",
@@ -171,32 +179,40 @@ func cpuTime() time.Duration {
 // Linux architecture Go supports.
 const clockTicks = 100
 
-// processCPUTime returns the user+system CPU time of process pid from
-// /proc/PID/stat.
-func processCPUTime(pid int) (time.Duration, error) {
+// procTimes is the CPU time a process spent in user space and in the
+// kernel.
+type procTimes struct{ user, system time.Duration }
+
+func (t procTimes) total() time.Duration { return t.user + t.system }
+
+// processCPUTime returns the CPU times of process pid from /proc/PID/stat.
+func processCPUTime(pid int) (procTimes, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0, err
+		return procTimes{}, err
 	}
 	return parseProcStat(string(b))
 }
 
-// parseProcStat returns utime+stime from the text of /proc/PID/stat. The
-// command name (field 2) may hold spaces and parentheses, so fields are
+// parseProcStat returns utime and stime from the text of /proc/PID/stat.
+// The command name (field 2) may hold spaces and parentheses, so fields are
 // counted from the last ')'.
-func parseProcStat(s string) (time.Duration, error) {
+func parseProcStat(s string) (procTimes, error) {
 	i := strings.LastIndexByte(s, ')')
 	if i < 0 {
-		return 0, fmt.Errorf("malformed /proc stat %q", s)
+		return procTimes{}, fmt.Errorf("malformed /proc stat %q", s)
 	}
 	f := strings.Fields(s[i+1:]) // f[0] is field 3 (state)
 	if len(f) < 13 {
-		return 0, fmt.Errorf("malformed /proc stat %q", s)
+		return procTimes{}, fmt.Errorf("malformed /proc stat %q", s)
 	}
 	utime, err1 := strconv.ParseUint(f[14-3], 10, 64)
 	stime, err2 := strconv.ParseUint(f[15-3], 10, 64)
 	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("malformed /proc stat %q", s)
+		return procTimes{}, fmt.Errorf("malformed /proc stat %q", s)
 	}
-	return time.Duration(utime+stime) * time.Second / clockTicks, nil
+	return procTimes{
+		user:   time.Duration(utime) * time.Second / clockTicks,
+		system: time.Duration(stime) * time.Second / clockTicks,
+	}, nil
 }
