@@ -17,8 +17,9 @@
 //
 // The report gives throughput (for writes both acknowledged entries/s and the
 // tree's growth per second), latency percentiles, errors by kind, tree sizes,
-// and client CPU (and server CPU with --server-pid): a table, or one JSON
-// object with --json. A progress line goes to stderr once a second.
+// and client CPU (and server CPU with --server-pid, all and in the kernel):
+// a table, or one JSON object with --json. A progress line goes to stderr
+// once a second.
 //
 // --baseline-copy DATABASE_URL then measures, for the same duration, how fast
 // that PostgreSQL ingests rows shaped like tlog's entries by plain COPY in
