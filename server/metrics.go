@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"net/http"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -16,8 +17,9 @@ import (
 // gRPC code names and fixed error categories.
 type metrics struct {
 	reg      *prometheus.Registry
-	appended *prometheus.CounterVec // entries by log and result
-	appends  *prometheus.CounterVec // append calls by log and code
+	appended *prometheus.CounterVec   // entries by log and result
+	appends  *prometheus.CounterVec   // append calls by log and code
+	latency  *prometheus.HistogramVec // seconds an append call took, by log
 }
 
 func newMetrics(s *Service) *metrics {
@@ -31,8 +33,15 @@ func newMetrics(s *Service) *metrics {
 			Name: "tlog_append_requests_total",
 			Help: "Append calls (gRPC and HTTP) by log and gRPC status code.",
 		}, []string{"log", "code"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "tlog_append_duration_seconds",
+			Help: "Time from an append call's arrival until it was answered (its entries durable, or an error), by log.",
+			// 1 ms to ~16 s: an append waits for its batch (--batch-max-age)
+			// and one commit.
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 15),
+		}, []string{"log"}),
 	}
-	m.reg.MustRegister(m.appended, m.appends,
+	m.reg.MustRegister(m.appended, m.appends, m.latency,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&stateCollector{s: s})
 	return m
@@ -89,8 +98,9 @@ func (s *Service) MetricsHandler() http.Handler {
 	return promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{})
 }
 
-// observeAppend counts an Append call of a known log.
-func (m *metrics) observeAppend(log string, res []sequencer.Result, err error) {
+// observeAppend counts an Append call of a known log that started at start.
+func (m *metrics) observeAppend(log string, start time.Time, res []sequencer.Result, err error) {
+	m.latency.WithLabelValues(log).Observe(time.Since(start).Seconds())
 	code, _ := Status(err)
 	m.appends.WithLabelValues(log, code.String()).Inc()
 	var dup int

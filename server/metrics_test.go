@@ -32,6 +32,8 @@ func TestMetrics(t *testing.T) {
 			`tlog_appended_entries_total{log="a",result="duplicate"} 1`,
 			`tlog_append_requests_total{code="OK",log="a"} 2`,
 			`tlog_append_requests_total{code="InvalidArgument",log="a"} 1`,
+			`tlog_append_duration_seconds_count{log="a"} 3`,
+			`tlog_append_duration_seconds_bucket{log="a",le="+Inf"} 3`,
 			`tlog_tree_size{log="a"} 2`,
 			`tlog_log_leader{log="a"} 1`,
 			`tlog_log_stopped{log="a"} 0`,

@@ -584,12 +584,13 @@ func (s *Service) Verifier(name string) (note.Verifier, error) {
 // process that does not lead the log, it forwards them to the leader (see
 // Config.NoForwarding).
 func (s *Service) Append(ctx context.Context, log string, entries []sequencer.Entry) (res []sequencer.Result, err error) {
+	start := time.Now()
 	ls, err := s.state(log)
 	if err != nil {
 		return nil, err
 	}
 	// Only known logs are counted, so that label values stay bounded.
-	defer func() { s.metrics.observeAppend(log, res, err) }()
+	defer func() { s.metrics.observeAppend(log, start, res, err) }()
 	select {
 	case <-ls.elected:
 	case <-ctx.Done():

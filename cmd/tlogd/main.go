@@ -70,6 +70,7 @@ func run() error {
 		logLevel    = fs.String("log-level", "info", "log level: debug, info, warn, error")
 		logFormat   = fs.String("log-format", "text", "log format: text or json")
 		metricsAddr = fs.String("metrics-addr", "", "listen address of the Prometheus /metrics endpoint (empty: none); keep it off the public network")
+		pprofOn     = fs.Bool("pprof", false, "with --metrics-addr: also serve Go's CPU, heap and goroutine profiles there, at /debug/pprof/")
 		advertise   = fs.String("advertise-addr", "", "gRPC address at which the other tlogd processes sharing the PostgreSQL database reach this one,\nto forward appends to it when it leads a log (default --grpc-addr, unless its host is a wildcard)")
 		forward     = fs.Bool("forward", true, "forward appends for a log that another process leads to it (else answer UNAVAILABLE naming the leader)")
 	)
@@ -95,6 +96,9 @@ func run() error {
 	witnessPolicy, err := witFlags.policy()
 	if err != nil {
 		return err
+	}
+	if *pprofOn && *metricsAddr == "" {
+		return errors.New("--pprof needs --metrics-addr: profiles are served on its listener")
 	}
 	if *tileFileMiB < 0 {
 		return fmt.Errorf("--tile-file-mib %d: want 0 or more", *tileFileMiB)
@@ -164,12 +168,12 @@ func run() error {
 
 	errc := make(chan error, 3)
 	if *metricsAddr != "" {
-		metricsSrv, err := serveMetrics(*metricsAddr, svc.MetricsHandler(), errc)
+		metricsSrv, err := serveMetrics(*metricsAddr, svc.MetricsHandler(), *pprofOn, errc)
 		if err != nil {
 			return err
 		}
 		defer metricsSrv.Close()
-		logger.Info("serving metrics", "addr", "http://"+*metricsAddr+"/metrics")
+		logger.Info("serving metrics", "addr", "http://"+*metricsAddr+"/metrics", "pprof", *pprofOn)
 	}
 	seqCtx, stopSequencers := context.WithCancel(ctx)
 	seqDone := make(chan error, 1)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"runtime/debug"
 	"time"
@@ -30,15 +31,22 @@ func tuneGC() {
 // Their stacks take a few MiB.
 const grpcWorkers = 1024
 
-// serveMetrics serves h at /metrics on its own listener; its failure is
-// sent to errc.
-func serveMetrics(addr string, h http.Handler, errc chan<- error) (*http.Server, error) {
+// serveMetrics serves h at /metrics on its own listener, and with withPprof
+// Go's profiles at /debug/pprof/; its failure is sent to errc.
+func serveMetrics(addr string, h http.Handler, withPprof bool, errc chan<- error) (*http.Server, error) {
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("--metrics-addr: %w", err)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", h)
+	if withPprof {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		if err := srv.Serve(lis); err != http.ErrServerClosed {
