@@ -493,6 +493,65 @@ func (s *Store) LookupIdentities(ctx context.Context, log string, ids []storage.
 	return found, nil
 }
 
+// lookups are a batch's look-ups, chosen and run beside its transaction
+// (see Integrate).
+type lookups struct {
+	needed chan struct{} // closed when the transaction needs their answer
+	once   sync.Once     // closes needed
+	done   chan struct{} // closed once rest and err are set
+	rest   []probe       // those left to the transaction: no connection was free
+	err    error         // their failure, or a *duplicateError
+}
+
+// result waits for the look-ups and returns those the transaction must run
+// itself, or their error.
+func (l *lookups) result() ([]probe, error) {
+	l.once.Do(func() { close(l.needed) })
+	<-l.done
+	return l.rest, l.err
+}
+
+// startLookups chooses the look-ups of w's identities (batchProbes, with
+// the filters fs) in a goroutine, and runs them there on a connection of
+// their own if one is free before their answer is needed. A batch without
+// entries has none.
+func (s *Store) startLookups(ctx context.Context, id int64, w *batchWrite, fs [][]byte) *lookups {
+	l := &lookups{needed: make(chan struct{}), done: make(chan struct{})}
+	if len(w.data) == 0 {
+		close(l.done)
+		return l
+	}
+	go func() {
+		defer close(l.done)
+		ps := s.batchProbes(id, w, fs)
+		if len(ps) == 0 {
+			return
+		}
+		actx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		go func() {
+			select {
+			case <-l.needed:
+				cancel()
+			case <-actx.Done():
+			}
+		}()
+		c, err := s.pool.Acquire(actx)
+		if err != nil {
+			// Needed before a connection was free (or ctx is done, and the
+			// transaction fails on it): the transaction runs them.
+			l.rest = ps
+			return
+		}
+		defer c.Release()
+		s.asideLookups.Add(1)
+		b := &pgx.Batch{}
+		queueProbes(b, id, ps)
+		l.err = checkProbes(c.SendBatch(ctx, b), len(ps))
+	}()
+	return l
+}
+
 // checkProbes reads the results of a batch that starts with n probes, and
 // closes it: an error, or a *duplicateError for the first identity a probe
 // found.

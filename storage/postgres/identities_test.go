@@ -430,11 +430,13 @@ func probesOf(t *testing.T, s *Store, id int64, w *batchWrite) []probe {
 
 // TestPoolOfOneConnection: a Store whose pool has one connection integrates
 // a batch that needs filters it must first read from the database (the
-// batch holds the connection while its look-ups are chosen).
+// batch holds the connection while its look-ups are chosen), and refuses a
+// duplicate in a full partition: with no connection free beside the
+// transaction, its look-ups run inside it.
 func TestPoolOfOneConnection(t *testing.T) {
 	s, url := openStore(t)
 	l := newTestLog(t, s, "log")
-	l.integrate(t, s, 250, 20)
+	first := l.integrate(t, s, 250, 20)
 	waitFilters(t, conn(t, url), 2)
 
 	sep := "?"
@@ -453,5 +455,94 @@ func TestPoolOfOneConnection(t *testing.T) {
 		t.Fatalf("Integrate on a pool of one connection: %v", err)
 	}
 	l.edge, l.count = next, l.count+len(b.Entries)
+	dup, _ := l.batch(t, 5, 20)
+	dup.Entries[3].Identity = first.Entries[42].Identity
+	if err := one.Integrate(ctx, l.name, dup); !errors.Is(err, storage.ErrDuplicate) {
+		t.Errorf("Integrate(a duplicate of entry 42) on a pool of one connection = %v, want ErrDuplicate", err)
+	}
+	if n := one.asideLookups.Load(); n != 0 {
+		t.Errorf("%d batches looked up beside their transaction on a pool of one connection", n)
+	}
 	verifyLog(t, one, l)
+}
+
+// TestLookupsBeside: a batch's look-ups run on a connection of their own
+// if one is free before the transaction needs their answer, and are left to
+// the transaction if not; a duplicate is found either way.
+func TestLookupsBeside(t *testing.T) {
+	ctx := t.Context()
+	s, url := openStore(t)
+	l := newTestLog(t, s, "log")
+	first := l.integrate(t, s, 250, 20)
+	waitFilters(t, conn(t, url), 2)
+	id, err := s.logID(ctx, l.name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(dupOf int) (*batchWrite, [][]byte) {
+		t.Helper()
+		b, _ := l.batch(t, 5, 20)
+		if dupOf >= 0 {
+			b.Entries[2].Identity = first.Entries[dupOf].Identity
+		}
+		w, err := newBatchWrite(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fs, err := s.filters(ctx, id, w.prevSize/s.parts.size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return w, fs
+	}
+
+	// A free connection: the look-ups run beside, before they are needed.
+	w, fs := write(17)
+	look := s.startLookups(ctx, id, w, fs)
+	<-look.done
+	rest, err := look.result()
+	var dup *duplicateError
+	if len(rest) != 0 || !errors.As(err, &dup) || dup.idx != 17 {
+		t.Errorf("look-ups of a duplicate of entry 17 beside: left %d, err %v; want none left and a duplicate at 17", len(rest), err)
+	}
+	w, fs = write(-1)
+	look = s.startLookups(ctx, id, w, fs)
+	<-look.done
+	if rest, err := look.result(); len(rest) != 0 || err != nil {
+		t.Errorf("look-ups of fresh identities beside: left %d, err %v", len(rest), err)
+	}
+	if n := s.asideLookups.Load(); n < 1 {
+		t.Errorf("%d look-ups ran beside, want at least 1 (fresh identities need none unless a filter errs)", n)
+	}
+
+	// Every connection taken: needed at once, they are left to the
+	// transaction, which finds the duplicate itself.
+	var held []*pgxpool.Conn
+	for range s.pool.Config().MaxConns {
+		c, err := s.pool.Acquire(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, c)
+	}
+	w, fs = write(99)
+	look = s.startLookups(ctx, id, w, fs)
+	rest, err = look.result()
+	if err != nil || len(rest) == 0 {
+		t.Fatalf("look-ups with no free connection: left %d, err %v; want them left to the transaction", len(rest), err)
+	}
+	c := held[0]
+	if _, err := c.Exec(ctx, "BEGIN"); err != nil {
+		t.Fatal(err)
+	}
+	b := &pgx.Batch{}
+	queueProbes(b, id, rest)
+	if err := checkProbes(c.SendBatch(ctx, b), len(rest)); !errors.As(err, &dup) || dup.idx != 99 {
+		t.Errorf("the transaction's look-ups of a duplicate of entry 99: %v", err)
+	}
+	c.Exec(ctx, "ROLLBACK")
+	for _, c := range held {
+		c.Release()
+	}
+	verifyLog(t, s, l)
 }

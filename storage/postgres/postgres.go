@@ -88,6 +88,8 @@ type Store struct {
 
 	disk       *disktiles.Cache // full tiles read, or nil
 	diskWarned atomic.Bool      // that disk failed or filled up
+
+	asideLookups atomic.Int64 // batches whose look-ups ran beside their transaction, for tests
 }
 
 // Open connects to the database at url (a postgres:// URL or a key=value
