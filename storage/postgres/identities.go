@@ -503,10 +503,24 @@ type lookups struct {
 	err    error         // their failure, or a *duplicateError
 }
 
+// stop tells the look-ups that their answer is needed now, or not at all:
+// if they have no connection yet, they take none.
+func (l *lookups) stop() { l.once.Do(func() { close(l.needed) }) }
+
+// stopped reports whether stop was called.
+func (l *lookups) stopped() bool {
+	select {
+	case <-l.needed:
+		return true
+	default:
+		return false
+	}
+}
+
 // result waits for the look-ups and returns those the transaction must run
 // itself, or their error.
 func (l *lookups) result() ([]probe, error) {
-	l.once.Do(func() { close(l.needed) })
+	l.stop()
 	<-l.done
 	return l.rest, l.err
 }
@@ -537,6 +551,10 @@ func (s *Store) startLookups(ctx context.Context, id int64, w *batchWrite, fs []
 			}
 		}()
 		c, err := s.pool.Acquire(actx)
+		if err == nil && l.stopped() {
+			c.Release() // acquired as it was cancelled
+			err = context.Canceled
+		}
 		if err != nil {
 			// Needed before a connection was free (or ctx is done, and the
 			// transaction fails on it): the transaction runs them.

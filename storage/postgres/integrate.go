@@ -91,6 +91,9 @@ func (s *Store) Integrate(ctx context.Context, log string, b *storage.Batch) err
 		return s.fail(ctx, err, "integrate into %q", log)
 	}
 	defer c.Release() // destroys the connection if a transaction is still open
+	// A transaction that fails early does not wait for the look-ups to find
+	// a connection (with a pool of one, the one it releases).
+	defer look.stop()
 	err = w.run(ctx, c.Conn(), id, look.result)
 	if err == nil {
 		if len(w.data) > 0 {
