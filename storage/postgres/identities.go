@@ -496,25 +496,11 @@ func (s *Store) LookupIdentities(ctx context.Context, log string, ids []storage.
 // lookups are a batch's look-ups, chosen and run beside its transaction
 // (see Integrate).
 type lookups struct {
-	needed chan struct{} // closed when the transaction needs their answer
-	once   sync.Once     // closes needed
-	done   chan struct{} // closed once rest and err are set
-	rest   []probe       // those left to the transaction: no connection was free
-	err    error         // their failure, or a *duplicateError
-}
-
-// stop tells the look-ups that their answer is needed now, or not at all:
-// if they have no connection yet, they take none.
-func (l *lookups) stop() { l.once.Do(func() { close(l.needed) }) }
-
-// stopped reports whether stop was called.
-func (l *lookups) stopped() bool {
-	select {
-	case <-l.needed:
-		return true
-	default:
-		return false
-	}
+	acquire context.Context    // for their connection; cancelled by stop
+	stop    context.CancelFunc // needed now, or not at all: take no connection
+	done    chan struct{}      // closed once rest and err are set
+	rest    []probe            // those left to the transaction: no connection was free
+	err     error              // their failure, or a *duplicateError
 }
 
 // result waits for the look-ups and returns those the transaction must run
@@ -530,7 +516,8 @@ func (l *lookups) result() ([]probe, error) {
 // their own if one is free before their answer is needed. A batch without
 // entries has none.
 func (s *Store) startLookups(ctx context.Context, id int64, w *batchWrite, fs [][]byte) *lookups {
-	l := &lookups{needed: make(chan struct{}), done: make(chan struct{})}
+	l := &lookups{done: make(chan struct{})}
+	l.acquire, l.stop = context.WithCancel(ctx)
 	if len(w.data) == 0 {
 		close(l.done)
 		return l
@@ -541,19 +528,10 @@ func (s *Store) startLookups(ctx context.Context, id int64, w *batchWrite, fs []
 		if len(ps) == 0 {
 			return
 		}
-		actx, cancel := context.WithCancel(ctx)
-		defer cancel()
-		go func() {
-			select {
-			case <-l.needed:
-				cancel()
-			case <-actx.Done():
-			}
-		}()
-		c, err := s.pool.Acquire(actx)
-		if err == nil && l.stopped() {
-			c.Release() // acquired as it was cancelled
-			err = context.Canceled
+		c, err := s.pool.Acquire(l.acquire)
+		if err == nil && l.acquire.Err() != nil {
+			c.Release() // acquired as it was stopped
+			err = l.acquire.Err()
 		}
 		if err != nil {
 			// Needed before a connection was free (or ctx is done, and the
@@ -565,6 +543,7 @@ func (s *Store) startLookups(ctx context.Context, id int64, w *batchWrite, fs []
 		s.asideLookups.Add(1)
 		b := &pgx.Batch{}
 		queueProbes(b, id, ps)
+		// ctx, not l.acquire: once started, they finish.
 		l.err = checkProbes(c.SendBatch(ctx, b), len(ps))
 	}()
 	return l
